@@ -1,0 +1,133 @@
+"""The one small interface every provider client implements, and its normalised models.
+
+A client speaks one vendor's HTTP API; the pipeline only sees this module's types:
+
+- ``Provider.build_request`` turns (model, options, image) into the vendor's pydantic
+  request and validates it locally, before any money is spent (raises ``InvalidInput``).
+- ``Provider.submit`` sends it once and returns a ``Submission`` (job id, cost charged).
+- ``Provider.query`` asks once for a job's state and returns a normalised ``JobStatus``.
+
+Errors are the classes of ``providers.errors``; no ``requests`` exception leaves a client.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Phase(StrEnum):
+    """Where a provider job stands, whatever the vendor calls it."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ImageInfo(BaseModel):
+    """What we know of an image from its header alone (it is never decoded)."""
+
+    format: str  # Pillow's format name, upper case: "JPEG", "PNG", "WEBP"...
+    width: int
+    height: int
+    size_bytes: int | None = None
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1_000_000
+
+
+class ModelInfo(BaseModel):
+    """One model a provider offers."""
+
+    name: str
+    scale: int  # output pixels per input pixel, per side
+    category: str  # e.g. "enhance", "generative", "ultra_hd"
+    cost: float | None = None  # coins/credits per job, where documented
+
+
+class JobStatus(BaseModel):
+    """One answer to "how is job X doing?", normalised across providers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    job_id: str
+    phase: Phase
+    raw_status: str  # the vendor's own status or state, kept for diagnosis
+    progress: int | None = None  # 0-100 where the provider reports it
+    result_url: str | None = None
+    result_bytes: bytes | None = Field(default=None, repr=False)  # PicWish return_type=2
+    result_expires_at: datetime | None = None
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+    out_format: str | None = None
+    cost: float | None = None
+    error_code: str | None = None  # a providers.errors code, when phase is FAILED
+    error_message: str | None = None
+
+
+class Submission(BaseModel):
+    """The provider's answer to a submit: the job it created and what it charged."""
+
+    provider: str
+    job_id: str
+    cost: float | None = None
+    status: JobStatus | None = None  # set when the provider answered synchronously
+
+
+class Provider(ABC):
+    """A client of one provider's API. One instance per process; not thread-safe."""
+
+    name: ClassVar[str]
+    #: The provider can fetch a source from a URL of at most this many characters.
+    max_url_chars: ClassVar[int | None] = None
+    #: The provider accepts the image bytes in the request itself (multipart upload).
+    accepts_upload: ClassVar[bool] = False
+    #: Largest upload accepted, in bytes, where ``accepts_upload``.
+    max_upload_bytes: ClassVar[int | None] = None
+
+    @classmethod
+    @abstractmethod
+    def models(cls) -> dict[str, ModelInfo]:
+        """Every model this provider offers, by the name the pipeline uses."""
+
+    @classmethod
+    @abstractmethod
+    def default_model(cls) -> str:
+        """The model used when a request names none."""
+
+    @abstractmethod
+    def build_request(
+        self,
+        model: str | None,
+        options: dict[str, Any],
+        *,
+        image_url: str | None = None,
+        image_file: bytes | None = None,
+        image_info: ImageInfo | None = None,
+    ) -> BaseModel:
+        """Build and validate the vendor request; raise ``InvalidInput`` naming the limit."""
+
+    @abstractmethod
+    def submit(self, request: BaseModel) -> Submission:
+        """Send the request once. Never retried here: a submit is paid."""
+
+    @abstractmethod
+    def query(self, job_id: str) -> JobStatus:
+        """Ask once for the job's state."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the HTTP session."""
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,189 @@
+"""The project's one exception tree.
+
+It lives in ``providers`` because that is the bottom layer: ``storage``, ``tasks`` and
+``workers`` all import it from here. The tree is split first by "retry or not"::
+
+    EnhanceError                      base of every error this project raises
+    ├── TransientError                worth retrying later, unchanged
+    │   ├── RateLimited               429 / over a request budget (honours retry_after_s)
+    │   ├── ProviderUnavailable       5xx, connection refused, connect timeout
+    │   ├── ProviderTimeout           the request went out, no answer in time
+    │   └── StorageUnavailable        S3 throttling, 5xx, connection errors
+    └── PermanentError                retrying the same request cannot help
+        ├── InvalidInput              bad model, extension, size, URL (caught before paying)
+        ├── AuthFailed                bad API key, service not enabled
+        ├── InsufficientCredits       the account ran out of coins / credits
+        ├── NotFound                  unknown job or task id
+        ├── ProviderJobFailed         the provider ran the job and reported failure
+        ├── ProtocolError             a response of no documented shape
+        ├── StorageFailed             S3 refused the object (permissions, bad bucket)
+        ├── ResultCheckFailed         the result is not the image it claims to be
+        ├── ResultExpired             the result URL expired before it was stored
+        ├── OutcomeUnknown            a paid request may or may not have gone through
+        └── DeadlineExceeded          the provider did not finish within the deadline
+
+Every class carries ``code``, the stable error code written into a failed job record and
+printed by the CLI (``invalid_input``, ``rate_limited``...). Exceptions survive Celery's
+JSON serialisation: ``__init__`` passes every argument to ``super().__init__`` positionally
+and the fields are plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BODY_EXCERPT_CHARS = 500  # how much of an unexpected response body an error keeps
+
+
+class EnhanceError(Exception):
+    """Base of every error raised by enhance-queue."""
+
+    code: str = "error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        provider: str | None = None,
+        vendor_code: int | str | None = None,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+        body: str | None = None,
+    ) -> None:
+        if body is not None and len(body) > BODY_EXCERPT_CHARS:
+            body = body[:BODY_EXCERPT_CHARS] + "...[truncated]"
+        super().__init__(message, provider, vendor_code, http_status, retry_after_s, body)
+        self.message = message
+        self.provider = provider
+        self.vendor_code = vendor_code
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+        self.body = body
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in a job record and printed by ``--json``."""
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        for field in ("provider", "vendor_code", "http_status"):
+            if getattr(self, field) is not None:
+                data[field] = getattr(self, field)
+        return data
+
+
+class TransientError(EnhanceError):
+    """A failure worth retrying later with the same request."""
+
+    code = "transient"
+    retryable = True
+
+
+class RateLimited(TransientError):
+    """The provider answered 429, or our shared request budget is spent."""
+
+    code = "rate_limited"
+
+
+class ProviderUnavailable(TransientError):
+    """The provider answered 5xx, or could not be reached (the request was not taken)."""
+
+    code = "provider_unavailable"
+
+
+class ProviderTimeout(TransientError):
+    """The request was sent but no answer came in time: it may have been acted upon."""
+
+    code = "provider_timeout"
+
+
+class StorageUnavailable(TransientError):
+    """S3 throttled us, answered 5xx, or could not be reached."""
+
+    code = "storage_unavailable"
+
+
+class PermanentError(EnhanceError):
+    """A failure that retrying the same request cannot fix."""
+
+    code = "permanent"
+
+
+class InvalidInput(PermanentError):
+    """The request breaks a documented limit (model, format, size, URL length...)."""
+
+    code = "invalid_input"
+
+
+class AuthFailed(PermanentError):
+    """The API key is wrong, expired, or not allowed to use this API."""
+
+    code = "auth_failed"
+
+
+class InsufficientCredits(PermanentError):
+    """The provider account has no coins or credits left for this request."""
+
+    code = "insufficient_credits"
+
+
+class NotFound(PermanentError):
+    """The provider does not know the job or task id."""
+
+    code = "not_found"
+
+
+class ProviderJobFailed(PermanentError):
+    """The provider accepted the job and then reported that it failed."""
+
+    code = "provider_failed"
+
+
+class ProtocolError(PermanentError):
+    """The provider answered with a body of no documented shape (kept in ``body``)."""
+
+    code = "protocol_error"
+
+
+class StorageFailed(PermanentError):
+    """S3 refused the request for a reason retrying cannot fix."""
+
+    code = "storage_failed"
+
+
+class ResultCheckFailed(PermanentError):
+    """The downloaded result is not an image, or its size or dimensions do not match."""
+
+    code = "result_check_failed"
+
+
+class ResultExpired(PermanentError):
+    """The provider's result expired before it could be stored."""
+
+    code = "result_expired"
+
+
+class OutcomeUnknown(PermanentError):
+    """A paid request may have gone through; retrying could pay twice."""
+
+    code = "outcome_unknown"
+
+
+class DeadlineExceeded(PermanentError):
+    """The provider did not finish the job before the job's deadline."""
+
+    code = "deadline_exceeded"
+
+
+def error_for_code(code: str) -> type[EnhanceError]:
+    """Return the exception class whose ``code`` is ``code`` (``EnhanceError`` if none)."""
+    stack: list[type[EnhanceError]] = [EnhanceError]
+    while stack:
+        cls = stack.pop()
+        if cls.code == code:
+            return cls
+        stack.extend(cls.__subclasses__())
+    return EnhanceError

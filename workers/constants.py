@@ -1,0 +1,15 @@
+"""Names that are part of the system's shape, not deployment settings."""
+
+#: New submissions: the only queue whose tasks spend money.
+SUBMIT_QUEUE = "enhance.submit"
+#: Countdown-scheduled polls of jobs the provider is working on.
+POLL_QUEUE = "enhance.poll"
+#: Copies of finished results into S3; never waits behind submissions or the provider budget.
+STORE_QUEUE = "enhance.store"
+#: The periodic reconcile task and other housekeeping.
+MAINTENANCE_QUEUE = "enhance.maintenance"
+
+ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, MAINTENANCE_QUEUE)
+
+#: The name the project gives itself in User-Agent headers and S3 metadata.
+USER_AGENT = "enhance-queue/0.1 (+https://github.com/enhance-queue/enhance-queue)"

@@ -1,0 +1,138 @@
+"""Deployment settings: one class, read from the environment, that fails fast.
+
+Every field is an environment variable of the same name in upper case
+(``S3_BUCKET``, ``HITPAW_API_KEY``...). A bad value stops the process at start-up with a
+message naming the variable. AWS credentials are not here: boto3 reads the standard
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE`` variables itself.
+
+Tests build ``Settings(...)`` directly instead of touching the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HITPAW_DEFAULT_BASE_URL = "https://api-base.hitpaw.com"
+PICWISH_DEFAULT_BASE_URL = "https://techhk.aoscdn.com"
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set, with safe defaults where one exists."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- Where things live -------------------------------------------------------------
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # the job store (and the shared budgets)
+    s3_bucket: str = "enhance-results"
+    s3_prefix: str = "enhanced/"
+    s3_endpoint_url: str | None = None  # MinIO, R2...; None means AWS (or AWS_ENDPOINT_URL)
+    s3_region: str = "us-east-1"
+    s3_presign_ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    s3_part_size_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum
+    s3_max_concurrency: int = Field(2, ge=1, le=16)  # bounds memory when streaming results
+
+    # --- Providers ---------------------------------------------------------------------
+    hitpaw_api_key: SecretStr | None = None
+    hitpaw_base_url: str = HITPAW_DEFAULT_BASE_URL
+    hitpaw_result_ttl_s: int = Field(24 * 3600, ge=60)  # undocumented; vendor FAQ says 8 days
+    picwish_api_key: SecretStr | None = None
+    picwish_base_url: str = PICWISH_DEFAULT_BASE_URL
+    http_connect_timeout_s: float = Field(5.0, gt=0)
+    http_read_timeout_s: float = Field(30.0, gt=0)
+
+    # --- Polling: a countdown per poll, never a sleep ----------------------------------
+    hitpaw_poll_interval_s: float = Field(3.0, gt=0)  # vendor FAQ: every 2-5 s
+    hitpaw_poll_max_interval_s: float = Field(15.0, gt=0)
+    hitpaw_job_deadline_s: int = Field(3600, gt=0)  # CONVERTING can last over 15 min
+    picwish_poll_interval_s: float = Field(1.0, gt=0)  # vendor samples: about 1 s
+    picwish_poll_max_interval_s: float = Field(5.0, gt=0)
+    picwish_job_deadline_s: int = Field(600, gt=0)  # processing is capped at 30 s
+    poll_jitter: float = Field(0.2, ge=0, le=1)  # +/- this fraction of each countdown
+
+    # --- Shared provider budgets (every worker on every host) --------------------------
+    hitpaw_max_rps: float = Field(5.0, gt=0)  # unpublished; 429 tells us when it is less
+    picwish_max_rps: float = Field(2.0, gt=0)  # the vendor's default QPS per account
+    hitpaw_max_in_flight: int = Field(500, gt=0)
+    picwish_max_in_flight: int = Field(200, gt=0)
+
+    # --- Celery ------------------------------------------------------------------------
+    visibility_timeout_s: int = Field(900, ge=60)  # > every countdown, << result lifetime
+    max_countdown_s: float = Field(60.0, gt=0)  # ceiling on any scheduled poll or retry
+    worker_eta_task_limit: int = Field(2000, gt=0)  # scheduled polls held per worker
+    reconcile_interval_s: float = Field(30.0, gt=0)
+    stale_after_s: float = Field(120.0, gt=0)  # a step this overdue is re-driven
+    max_redeliveries: int = Field(3, ge=1)
+
+    # --- Logs --------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("celery_broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if not value.startswith(_BROKER_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(_BROKER_SCHEMES)}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET_RE.match(value):
+            raise ValueError("must be 3-63 lower-case letters, digits, dots or hyphens")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.lstrip("/")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @field_validator("s3_endpoint_url", "hitpaw_base_url", "picwish_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @model_validator(mode="after")
+    def _countdowns_fit(self) -> Settings:
+        if self.max_countdown_s * 4 > self.visibility_timeout_s:
+            raise ValueError(
+                "max_countdown_s must be at most a quarter of visibility_timeout_s, or Redis "
+                "delivers scheduled tasks twice"
+            )
+        if self.visibility_timeout_s >= 3600:
+            raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
