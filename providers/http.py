@@ -1,0 +1,247 @@
+"""HTTP plumbing shared by the provider clients: one session, timeouts, one error map.
+
+- ``ApiSession`` holds the ``requests.Session`` (auth header, User-Agent, JSON accept) and
+  passes ``(connect_timeout_s, read_timeout_s)`` on every call.
+- ``map_requests_errors`` is the one place where ``requests`` exceptions become
+  ``providers.errors`` classes, the way httpx maps httpcore's errors::
+
+      connect error, connect timeout, TLS, proxy  -> ProviderUnavailable (not taken: retry)
+      read timeout, connection dropped mid-call   -> ProviderTimeout (sent: caller decides)
+      broken or undecodable response body         -> ProviderTimeout
+      too many redirects                          -> ProtocolError
+      malformed URL or header (our config)        -> PermanentError
+
+- ``error_class_for_status`` maps an HTTP status (or a status-like vendor code) to a class.
+- ``parse_retry_after`` reads ``Retry-After`` (seconds or HTTP date) into seconds.
+
+The API key is never put into a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from pydantic import SecretStr
+from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+
+from providers.errors import (
+    BODY_EXCERPT_CHARS,
+    AuthFailed,
+    EnhanceError,
+    InsufficientCredits,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    ProtocolError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from workers.constants import USER_AGENT
+
+#: Classes for the HTTP statuses both vendors document; other 4xx are PermanentError.
+STATUS_ERRORS: dict[int, type[EnhanceError]] = {
+    400: InvalidInput,
+    401: AuthFailed,
+    402: InsufficientCredits,
+    403: AuthFailed,
+    404: NotFound,
+    408: ProviderUnavailable,  # the server gave up waiting for our request: not taken
+    413: InvalidInput,
+    422: InvalidInput,
+    429: RateLimited,
+}
+
+
+def error_class_for_status(status: int | None) -> type[EnhanceError]:
+    """The error class for an HTTP status, or for a vendor code that is one.
+
+    Args:
+        status: An HTTP status, or None when there is none to go by.
+
+    Returns:
+        The class from ``STATUS_ERRORS``; ``ProviderUnavailable`` for 5xx,
+        ``PermanentError`` for other 4xx, ``ProtocolError`` for anything else (a
+        "failure" carrying a success or meaningless status has no documented shape).
+    """
+    if status is None:
+        return ProtocolError
+    if status in STATUS_ERRORS:
+        return STATUS_ERRORS[status]
+    if 500 <= status <= 599:
+        return ProviderUnavailable
+    if 400 <= status <= 499:
+        return PermanentError
+    return ProtocolError
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value.
+
+    Args:
+        value: The header value: delay seconds ("120", "1.5") or an HTTP date.
+        now: The current time, for tests; defaults to the clock.
+
+    Returns:
+        A non-negative number of seconds, or None when the value is absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _seconds_until_http_date(value, now or datetime.now(UTC))
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN is unreadable
+
+
+def _seconds_until_http_date(value: str, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; "-0000" parses as naive
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def body_excerpt(response: requests.Response) -> str:
+    """The start of a response body as text, for error messages and ``body``."""
+    text = response.content[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return text
+
+
+def json_body(response: requests.Response) -> Any | None:
+    """The decoded JSON body, or None when the body is not JSON."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+_UNSENDABLE = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
+@contextmanager
+def map_requests_errors(provider: str) -> Iterator[None]:
+    """Translate ``requests`` exceptions raised inside the block into our tree.
+
+    Args:
+        provider: The provider name, put into the error and its message.
+
+    Raises:
+        ProviderUnavailable: The request was not taken (connect error or timeout).
+        ProviderTimeout: The request went out and no complete answer came back.
+        ProtocolError: The server redirected us in circles.
+        PermanentError: The request could not be built (bad URL or header).
+    """
+    try:
+        yield
+    except requests.exceptions.ConnectTimeout as exc:
+        raise ProviderUnavailable(f"{provider}: connect timeout", provider) from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise ProviderTimeout(f"{provider}: no answer in time (read timeout)", provider) from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise _connection_error(provider, exc) from exc
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    ) as exc:
+        raise ProviderTimeout(f"{provider}: response broken off: {exc}", provider) from exc
+    except requests.exceptions.TooManyRedirects as exc:
+        raise ProtocolError(f"{provider}: too many redirects", provider) from exc
+    except _UNSENDABLE as exc:
+        raise PermanentError(f"{provider}: request not sendable: {exc}", provider) from exc
+    except requests.exceptions.RequestException as exc:
+        raise ProviderTimeout(f"{provider}: transport error: {exc}", provider) from exc
+
+
+def _connection_error(provider: str, exc: requests.exceptions.ConnectionError) -> EnhanceError:
+    """Split connection errors by whether the request can have reached the server."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, Urllib3ProtocolError):  # connection dropped after sending
+        return ProviderTimeout(f"{provider}: connection dropped before an answer", provider)
+    return ProviderUnavailable(f"{provider}: cannot connect: {exc}", provider)
+
+
+def reveal(api_key: str | SecretStr) -> str:
+    """The plain API key, checked to be non-empty (the message never shows it)."""
+    plain = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    if not isinstance(plain, str) or not plain.strip():
+        raise AuthFailed("API key is empty")
+    return plain
+
+
+class ApiSession:
+    """One provider's HTTP session: auth header, User-Agent, timeouts, error mapping.
+
+    Args:
+        provider: The provider name, used in error messages.
+        base_url: The API's base URL, without a trailing path.
+        auth_header: The header carrying the key (``Apikey``, ``X-API-KEY``).
+        api_key: The key; kept only inside the session's headers.
+        connect_timeout_s: Seconds to wait for a connection.
+        read_timeout_s: Seconds to wait between bytes of the answer.
+        session: A session to use instead of a new one; its headers are updated, and
+            it is not closed by ``close()`` (the caller owns it).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        auth_header: str,
+        api_key: str | SecretStr,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        session: requests.Session | None = None,
+    ) -> None:
+        if connect_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = (connect_timeout_s, read_timeout_s)
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.session.headers.update(
+            {auth_header: reveal(api_key), "User-Agent": USER_AGENT, "Accept": "application/json"}
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send one request with the timeouts; ``requests`` errors come out translated.
+
+        Args:
+            method: "GET", "POST"...
+            path: The path under the base URL, starting with "/".
+            **kwargs: Passed to ``requests.Session.request`` (json, files...).
+
+        Returns:
+            The response, whatever its status (the client decides what it means).
+        """
+        with map_requests_errors(self.provider):
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+            )
+            response.content  # noqa: B018 - read the body inside the error map
+        return response
+
+    def close(self) -> None:
+        """Close the session if this object created it."""
+        if self._owns_session:
+            self.session.close()
+
+    def __repr__(self) -> str:
+        return f"ApiSession(provider={self.provider!r}, base_url={self.base_url!r})"

@@ -1,0 +1,298 @@
+"""PicWish advanced image enhancer ("scale-pro") client.
+
+Follows /work/shared/provider-api/picwish-scale-pro.md including its reader's notes:
+requests are multipart/form-data, success needs HTTP 200, body ``status`` 200 and
+``data.state == 1``; state 0 and 2-4 are still in progress, negative states are failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import requests
+from pydantic import SecretStr
+
+from providers.base import ImageInfo, JobStatus, ModelInfo, Phase, Provider, Submission
+from providers.errors import EnhanceError, InvalidInput, ProtocolError
+from providers.http import (
+    ApiSession,
+    body_excerpt,
+    error_class_for_status,
+    json_body,
+    parse_retry_after,
+)
+from providers.images import (
+    extension_for_format,
+    extension_from_url,
+    inspect_image,
+    normalize_extension,
+)
+from providers.picwish_api import (
+    CREDITS_BY_TYPE,
+    EXTENSIONS,
+    MAX_SIDE_PX,
+    MAX_UPLOAD_BYTES,
+    MAX_URL_CHARS,
+    MODEL_TYPES,
+    MODELS,
+    OPTIONS,
+    PATH,
+    PicWishRequest,
+    expires_at,
+    int_or_none,
+    is_number,
+    numeric_state,
+    progress_percent,
+    returns_base64,
+    state_failure,
+)
+from providers.validation import check_options, pydantic_errors_as_invalid_input
+
+
+class PicWishClient(Provider):
+    """Client of the PicWish scale-pro API.
+
+    Args:
+        api_key: The ``X-API-KEY`` header value.
+        base_url: The API's base URL (the vendor text names none).
+        connect_timeout_s: Seconds to wait for a connection.
+        read_timeout_s: Seconds to wait for an answer (a ``sync=1`` submit waits for the
+            result, up to the vendor's 30 s processing cap).
+        session: A ``requests.Session`` to use (the caller keeps ownership of it).
+    """
+
+    name: ClassVar[str] = "picwish"
+    max_url_chars: ClassVar[int | None] = MAX_URL_CHARS
+    accepts_upload: ClassVar[bool] = True
+    max_upload_bytes: ClassVar[int | None] = MAX_UPLOAD_BYTES
+
+    def __init__(
+        self,
+        api_key: str | SecretStr,
+        base_url: str = "https://techhk.aoscdn.com",
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._http = ApiSession(
+            self.name,
+            base_url,
+            "X-API-KEY",
+            api_key,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            session=session,
+        )
+
+    def __repr__(self) -> str:
+        return f"PicWishClient(base_url={self._http.base_url!r})"
+
+    @classmethod
+    def models(cls) -> dict[str, ModelInfo]:
+        return dict(MODELS)
+
+    @classmethod
+    def default_model(cls) -> str:
+        return "ultra_hd"
+
+    # --- Building and validating a request -----------------------------------------------
+
+    def build_request(
+        self,
+        model: str | None,
+        options: dict[str, Any],
+        *,
+        image_url: str | None = None,
+        image_file: bytes | None = None,
+        image_info: ImageInfo | None = None,
+    ) -> PicWishRequest:
+        """Build a ``PicWishRequest``; raise ``InvalidInput`` naming the broken limit.
+
+        Options: ``sync`` (0/1), ``return_type`` (1 URL, 2 base64), ``filename``.
+        An upload's header is read to check its format and size when no image_info is given.
+        """
+        model_type = self._model_type(model or self.default_model())
+        check_options(self.name, options, OPTIONS)
+        self._check_source(image_url, image_file)
+        if image_file is not None and image_info is None:
+            image_info = inspect_image(image_file)
+        extension = self._extension(options, image_url, image_info)
+        if image_info is not None:
+            self._check_image(image_info)
+        with pydantic_errors_as_invalid_input(self.name):
+            return PicWishRequest(
+                image_url=image_url if image_file is None else None,
+                image_file=image_file,
+                filename=options.get("filename") or f"image{extension or ''}",
+                sync=options.get("sync", 0),
+                type=model_type,
+                return_type=options.get("return_type", 1),
+            )
+
+    def _model_type(self, name: str) -> int:
+        if name not in MODEL_TYPES:
+            raise InvalidInput(
+                f"picwish has no model {name!r}; models: {', '.join(MODEL_TYPES)}", self.name
+            )
+        return MODEL_TYPES[name][0]
+
+    def _check_source(self, image_url: str | None, image_file: bytes | None) -> None:
+        if (image_url is None) == (image_file is None):
+            raise InvalidInput("picwish needs exactly one of image_url and image_file", self.name)
+        if image_url is not None and len(image_url) > MAX_URL_CHARS:
+            raise InvalidInput(
+                f"image_url is {len(image_url)} characters; picwish accepts at most "
+                f"{MAX_URL_CHARS} (upload the file instead)",
+                self.name,
+            )
+        if image_file is not None and len(image_file) > MAX_UPLOAD_BYTES:
+            raise InvalidInput(_too_big(len(image_file)), self.name)
+
+    def _extension(
+        self, options: dict[str, Any], image_url: str | None, image_info: ImageInfo | None
+    ) -> str | None:
+        if image_info is not None:
+            extension = extension_for_format(image_info.format) or f".{image_info.format}"
+        elif options.get("filename"):
+            extension = extension_from_url(str(options["filename"]))
+        else:
+            extension = extension_from_url(image_url or "")
+        if extension is not None and normalize_extension(extension) not in EXTENSIONS:
+            raise InvalidInput(
+                f"format {extension.lstrip('.').lower()} is not accepted by picwish; accepted: "
+                f"{', '.join(e.lstrip('.') for e in EXTENSIONS)}",
+                self.name,
+            )
+        return extension
+
+    def _check_image(self, image: ImageInfo) -> None:
+        if image.width > MAX_SIDE_PX or image.height > MAX_SIDE_PX:
+            raise InvalidInput(
+                f"image is {image.width} x {image.height} px; picwish accepts at most "
+                f"{MAX_SIDE_PX} x {MAX_SIDE_PX}",
+                self.name,
+            )
+        if image.size_bytes is not None and image.size_bytes > MAX_UPLOAD_BYTES:
+            raise InvalidInput(_too_big(image.size_bytes), self.name)
+
+    # --- Talking to PicWish --------------------------------------------------------------
+
+    def submit(self, request: PicWishRequest) -> Submission:  # type: ignore[override]
+        """Create the task once; with ``sync=1`` the answer carries the finished status."""
+        if not isinstance(request, PicWishRequest):
+            raise TypeError(f"expected a PicWishRequest, got {type(request).__name__}")
+        response = self._http.request("POST", PATH, files=request.multipart())
+        data = self._data(response)
+        task_id = data.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise self._protocol_error(response, "create answer has no data.task_id")
+        status = self._job_status(task_id, data, response) if request.sync else None
+        return Submission(
+            provider=self.name, job_id=task_id, cost=CREDITS_BY_TYPE[request.type], status=status
+        )
+
+    def query(self, job_id: str) -> JobStatus:
+        """Ask once for the task's state."""
+        if not job_id:
+            raise InvalidInput("picwish: empty task id", self.name)
+        response = self._http.request("GET", f"{PATH}/{quote(job_id, safe='')}")
+        return self._job_status(job_id, self._data(response), response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- Reading answers -----------------------------------------------------------------
+
+    def _data(self, response: requests.Response) -> dict[str, Any]:
+        """The ``data`` of a success answer; HTTP or body ``status`` failures are raised."""
+        body = json_body(response)
+        if not response.ok:
+            raise self._error(response, body, response.status_code)
+        if not isinstance(body, dict) or "status" not in body:
+            raise self._protocol_error(response, "response of no documented shape")
+        if numeric_state(body["status"]) != 200:
+            raise self._error(response, body, body["status"])
+        if not isinstance(body.get("data"), dict):
+            raise self._protocol_error(response, "success answer without data")
+        return body["data"]
+
+    def _error(self, response: requests.Response, body: Any, status: Any) -> EnhanceError:
+        code = status if isinstance(status, int) and not isinstance(status, bool) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        text = str(message)[:200] if message else "no message"
+        return error_class_for_status(code)(
+            f"picwish: {text} (status {status}, HTTP {response.status_code})",
+            self.name,
+            code,
+            response.status_code,
+            parse_retry_after(response.headers.get("Retry-After")),
+            body_excerpt(response),
+        )
+
+    def _protocol_error(self, response: requests.Response, what: str) -> ProtocolError:
+        return ProtocolError(
+            f"picwish: {what} (HTTP {response.status_code})",
+            self.name,
+            None,
+            response.status_code,
+            None,
+            body_excerpt(response),
+        )
+
+    def _job_status(
+        self, job_id: str, data: dict[str, Any], response: requests.Response
+    ) -> JobStatus:
+        state = numeric_state(data.get("state"))
+        if state is None:
+            raise self._protocol_error(response, f"no numeric data.state ({data.get('state')!r})")
+        common: dict[str, Any] = {
+            "provider": self.name,
+            "job_id": job_id,
+            "raw_status": str(state),
+            "progress": progress_percent(data.get("progress")),
+        }
+        if state == 1:
+            return self._completed(common, data, response)
+        if state >= 0:
+            return JobStatus(**common, phase=Phase.IN_PROGRESS)
+        error_code, message = state_failure(state, data.get("state_detail"))
+        return JobStatus(**common, phase=Phase.FAILED, error_code=error_code, error_message=message)
+
+    def _completed(
+        self, common: dict[str, Any], data: dict[str, Any], response: requests.Response
+    ) -> JobStatus:
+        image = data.get("image")
+        if not isinstance(image, str) or not image:
+            raise self._protocol_error(response, "state 1 without data.image")
+        if returns_base64(data.get("return_type"), image):
+            result: dict[str, Any] = {"result_bytes": self._decode(image, response)}
+        else:
+            result = {"result_url": image}
+        size_kb = data.get("image_size_kb")
+        return JobStatus(
+            **{**common, "progress": 100},
+            phase=Phase.COMPLETED,
+            **result,
+            result_expires_at=expires_at(data.get("completed_at")),
+            width=int_or_none(data.get("image_width")),
+            height=int_or_none(data.get("image_height")),
+            size_bytes=round(size_kb * 1024) if is_number(size_kb) else None,
+            out_format=data.get("out_format") if isinstance(data.get("out_format"), str) else None,
+            cost=CREDITS_BY_TYPE.get(data.get("type")),
+        )
+
+    def _decode(self, image: str, response: requests.Response) -> bytes:
+        try:
+            return base64.b64decode(image.split(",", 1)[-1], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise self._protocol_error(response, "data.image is not valid base64") from exc
+
+
+def _too_big(size_bytes: int) -> str:
+    return (
+        f"image is {size_bytes / 1024 / 1024:.1f} MB; picwish accepts at most "
+        f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB"
+    )
