@@ -1,0 +1,454 @@
+"""The S3 object store: staged inputs, streamed results, presigned links.
+
+Errors: every botocore / boto3 error is translated in one place, ``storage_errors()``, into
+``StorageUnavailable`` (throttling, 5xx, timeouts, no connection: retry later) or
+``StorageFailed`` (access denied, no such bucket or key, bad credentials: do not retry).
+Errors from reading a result stream that the caller hands in are the caller's and pass
+through unchanged.
+
+Results: ``ObjectStore.stream_result`` identifies the image from its first bytes before
+anything is written, then feeds the stream part by part into a multipart upload, so memory
+stays near ``(max_concurrency + 3) x part_size_bytes`` whatever the object's size. After any
+failure, no object it wrote and no incomplete multipart upload remain at the key (an object
+that an earlier call completed there is untouched: S3 completes an upload atomically). If S3
+itself is unreachable during that clean-up, a bucket lifecycle rule
+(AbortIncompleteMultipartUpload) is the backstop.
+
+User metadata travels as HTTP headers, so only ASCII survives. Keys are lower-cased and every
+run of characters outside ``[a-z0-9_-]`` becomes ``-``. Values of printable ASCII are kept;
+any other value is stored RFC 2047 encoded (``=?utf-8?b?<base64>?=``, the form S3 itself
+returns for non-ASCII metadata) and ``head`` decodes it back.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pydantic import BaseModel, ConfigDict
+
+from providers.base import ImageInfo
+from providers.errors import InvalidInput, ResultCheckFailed, StorageFailed, StorageUnavailable
+from providers.images import inspect_image
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MIN_PART_SIZE_BYTES = 5 * MIB  # S3's smallest part (except the last)
+HEADER_PROBE_BYTES = (64 * 1024, 1 * MIB)  # the second only when big JPEG APP segments come first
+_READ_ALL_CHUNK_BYTES = MIB  # read(-1) pulls the source in pieces of this size
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
+    "ServiceUnavailable", "OperationAborted",
+})
+_METADATA_KEY_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+class StoredObject(BaseModel):
+    """An object in the store, as written by ``stream_result``/``put_*`` or read by ``head``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    uri: str  # s3://bucket/key
+    size_bytes: int
+    content_type: str | None = None
+    width: int | None = None  # known for results, from the image header
+    height: int | None = None
+    image_format: str | None = None  # Pillow's name: "JPEG", "PNG"...
+    etag: str | None = None
+    metadata: dict[str, str] = {}  # decoded; set by ``head``
+
+
+@contextmanager
+def storage_errors(action: str) -> Iterator[None]:
+    """Translate botocore/boto3 errors raised inside the block into the project's tree."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _from_client_error(exc, action) from exc
+    except (BotoConnectionError, HTTPClientError) as exc:  # refused, timeouts, dropped
+        raise StorageUnavailable(f"{action}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, invalid parameters...
+        raise StorageFailed(f"{action}: {exc}") from exc
+
+
+def _from_client_error(exc: ClientError, action: str) -> StorageUnavailable | StorageFailed:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "") or None
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = f"{action}: {code or status} {error.get('Message') or ''}".strip()
+    transient = code in _TRANSIENT_CODES or status == 429 or (status or 0) >= 500
+    return (StorageUnavailable if transient else StorageFailed)(message, None, code, status)
+
+
+def make_s3_client(
+    endpoint_url: str | None = None,
+    region: str = "us-east-1",
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    max_attempts: int = 5,
+    max_pool_connections: int = 10,
+) -> Any:
+    """A thread-safe S3 client for one process (credentials from the standard AWS variables).
+
+    Checksums are sent and checked only where S3 requires them (S3-compatible stores reject
+    the boto3 >= 1.36 defaults), retries use botocore's standard mode, and a custom endpoint
+    (MinIO, R2...) is addressed path-style.
+    """
+    config = Config(
+        region_name=region,
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into (bucket, key); raise ``InvalidInput`` otherwise."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket or not key:
+        raise InvalidInput(f"not an s3://bucket/key URI: {uri!r}")
+    return bucket, key
+
+
+def encode_metadata(metadata: Mapping[str, object] | None) -> dict[str, str]:
+    """Make user metadata ASCII-safe (see the module docstring); ``None`` values are dropped."""
+    encoded = {}
+    for name, value in (metadata or {}).items():
+        key = _METADATA_KEY_UNSAFE.sub("-", str(name).lower()).strip("-")
+        if not key:
+            raise InvalidInput(f"metadata key {name!r} has no usable character")
+        if value is not None:
+            encoded[key] = _encode_metadata_value(str(value))
+    return encoded
+
+
+def _encode_metadata_value(text: str) -> str:
+    if text.isascii() and text.isprintable() and text == text.strip() and "=?" not in text:
+        return text
+    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "?="
+
+
+def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Reverse ``encode_metadata`` on values (RFC 2047 encoded words are decoded)."""
+    decoded = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = str(make_header(decode_header(value))) if "=?" in value else value
+        except (HeaderParseError, UnicodeDecodeError, ValueError):
+            decoded[key] = value
+    return decoded
+
+
+def _identify(header: bytes) -> ImageInfo | None:
+    """Format and dimensions from an image's first bytes (``providers.images``), or None."""
+    try:
+        return inspect_image(header)
+    except InvalidInput:
+        return None
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes, or fewer only at end of stream (sources may return short reads)."""
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _probe_image(stream: BinaryIO) -> tuple[bytes, ImageInfo]:
+    """Read the stream's header and identify the image; raise ``ResultCheckFailed`` if none."""
+    header = b""
+    for limit_bytes in HEADER_PROBE_BYTES:
+        header += _read_up_to(stream, limit_bytes - len(header))
+        info = _identify(header)
+        if info is not None:
+            return header, info
+        if len(header) < limit_bytes:
+            break
+    raise ResultCheckFailed(f"the result is not an image ({len(header)} bytes read)")
+
+
+def _check_dimensions(info: ImageInfo, width: int | None, height: int | None) -> None:
+    if (width is not None and info.width != width) or (height is not None and info.height != height):
+        raise ResultCheckFailed(
+            f"the result is {info.width}x{info.height}, expected {width or '?'}x{height or '?'}"
+        )
+
+
+class _CheckedReader:
+    """Serves the probed header then the source, counting bytes and checking the total.
+
+    A size error raised from ``read`` fails the transfer, and s3transfer then aborts the
+    multipart upload. ``close`` leaves the source open: boto3 may close what it uploads
+    (boto3#929) and the source belongs to the caller.
+    """
+
+    def __init__(self, header: bytes, source: BinaryIO, expected_size: int | None) -> None:
+        self._header = header
+        self._source = source
+        self._expected_size = expected_size
+        self.size_bytes = 0
+        self.at_eof = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(_READ_ALL_CHUNK_BYTES), b""))
+        data, self._header = self._header[:size], self._header[size:]
+        data += _read_up_to(self._source, size - len(data))
+        self.size_bytes += len(data)
+        self.at_eof = self.at_eof or len(data) < size
+        self._check_size()
+        return data
+
+    def _check_size(self) -> None:
+        expected = self._expected_size
+        if expected is None:
+            return
+        if self.size_bytes > expected or (self.at_eof and self.size_bytes != expected):
+            more = "" if self.at_eof else "at least "
+            raise ResultCheckFailed(f"the result has {more}{self.size_bytes} bytes, expected {expected}")
+
+    def close(self) -> None:
+        """Do nothing: the source stays open for its owner."""
+
+
+class ObjectStore:
+    """One bucket and key prefix. Thread-safe if the client is (boto3 clients are)."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        part_size_bytes: int = 8 * MIB,
+        max_concurrency: int = 2,
+    ) -> None:
+        if part_size_bytes < MIN_PART_SIZE_BYTES:
+            raise ValueError(f"part_size_bytes must be at least {MIN_PART_SIZE_BYTES}")
+        prefix = prefix.lstrip("/")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.transfer_config = TransferConfig(
+            multipart_threshold=part_size_bytes,
+            multipart_chunksize=part_size_bytes,
+            max_concurrency=max_concurrency,
+            use_threads=max_concurrency > 1,
+            preferred_transfer_client="classic",
+        )
+        # Parts of a non-seekable stream s3transfer may read ahead (default 10): no more
+        # than the threads can upload at once.
+        self.transfer_config.max_in_memory_upload_chunks = max_concurrency
+
+    @classmethod
+    def from_settings(cls, settings: Any, client: Any = None) -> ObjectStore:
+        """A store configured by ``workers.settings.Settings`` (a new client unless given)."""
+        client = client or make_s3_client(settings.s3_endpoint_url, settings.s3_region)
+        return cls(client, settings.s3_bucket, settings.s3_prefix,
+                   settings.s3_part_size_bytes, settings.s3_max_concurrency)
+
+    parse_s3_uri = staticmethod(parse_s3_uri)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def result_key(self, job_id: str, extension: str) -> str:
+        """The one key of a job's result: a retry overwrites it, never duplicates it."""
+        return f"{self.prefix}{_checked_job_id(job_id)}{_normalised_extension(extension)}"
+
+    def input_key(self, job_id: str, extension: str) -> str:
+        """The one key of a job's staged input."""
+        return f"{self.prefix}inputs/{_checked_job_id(job_id)}{_normalised_extension(extension)}"
+
+    def put_bytes(self, key: str, data: bytes, content_type: str,
+                  metadata: Mapping[str, object] | None = None) -> StoredObject:
+        """Store ``data`` at ``key`` in one request."""
+        with storage_errors(f"put {self.uri(key)}"):
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, **self._extra_args(content_type, metadata))
+        return self._stored(key, len(data), content_type, response.get("ETag"))
+
+    def put_file(self, key: str, path: str | Path, content_type: str,
+                 metadata: Mapping[str, object] | None = None) -> StoredObject:
+        """Store a local file at ``key`` (multipart above the part size)."""
+        with open(path, "rb") as file, storage_errors(f"upload {path} to {self.uri(key)}"):
+            self.client.upload_fileobj(file, self.bucket, key, Config=self.transfer_config,
+                                       ExtraArgs=self._extra_args(content_type, metadata))
+        return self.head(key)
+
+    def stream_result(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        content_type: str,
+        metadata: Mapping[str, object] | None = None,
+        expected_size: int | None = None,
+        expected_width: int | None = None,
+        expected_height: int | None = None,
+    ) -> StoredObject:
+        """Stream a result into ``key`` with bounded memory, checking it on the way.
+
+        The image header is read and checked (format, dimensions) before anything is
+        written; the byte count is checked as the stream ends. ``stream`` is read to its end
+        and never closed.
+
+        Raises:
+            ResultCheckFailed: not an image, or its dimensions or size differ from those given.
+            StorageUnavailable, StorageFailed: S3 failed (see ``storage_errors``).
+            Whatever ``stream.read`` raises, unchanged.
+        """
+        header, info = _probe_image(stream)
+        _check_dimensions(info, expected_width, expected_height)
+        reader = _CheckedReader(header, stream, expected_size)
+        completed = False
+        try:
+            with storage_errors(f"upload {self.uri(key)}"):
+                self.client.upload_fileobj(reader, self.bucket, key, Config=self.transfer_config,
+                                           ExtraArgs=self._extra_args(content_type, metadata))
+            completed = True
+            stored = self.head(key)
+            if not reader.at_eof or stored.size_bytes != reader.size_bytes:
+                raise ResultCheckFailed(
+                    f"{self.uri(key)} holds {stored.size_bytes} bytes, {reader.size_bytes} were read")
+        except BaseException:
+            self._clean_up_failed_upload(key, delete_object=completed)
+            raise
+        log.info("stored %s: %d bytes, %s %dx%d", stored.uri, stored.size_bytes,
+                 info.format, info.width, info.height)
+        return stored.model_copy(update={"width": info.width, "height": info.height,
+                                         "image_format": info.format, "metadata": {}})
+
+    def _clean_up_failed_upload(self, key: str, delete_object: bool) -> None:
+        """Best effort: remove what a failed upload left at ``key``; never raises."""
+        try:
+            if delete_object:
+                self.delete(key)
+            with storage_errors(f"abort uploads of {self.uri(key)}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=key)
+                for upload in (u for page in pages for u in page.get("Uploads", [])):
+                    if upload["Key"] == key:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+        except (StorageUnavailable, StorageFailed) as exc:
+            log.warning("could not clean up %s after a failed upload: %s", self.uri(key), exc)
+
+    def presign_get(self, uri_or_key: str, expires_s: int = 3600) -> str:
+        """A URL that lets anyone GET the object for ``expires_s`` seconds."""
+        bucket, key = self._locate(uri_or_key)
+        with storage_errors(f"presign {self.uri(key)}"):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s)
+
+    def head(self, uri_or_key: str) -> StoredObject:
+        """The object's size, type, ETag and decoded metadata; ``StorageFailed`` (404) if none."""
+        bucket, key = self._locate(uri_or_key)
+        with storage_errors(f"head s3://{bucket}/{key}"):
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        return self._stored(key, response["ContentLength"], response.get("ContentType"),
+                            response.get("ETag"), bucket=bucket,
+                            metadata=decode_metadata(response.get("Metadata", {})))
+
+    def exists(self, uri_or_key: str) -> bool:
+        """True when the object exists."""
+        try:
+            self.head(uri_or_key)
+        except StorageFailed as exc:
+            if exc.http_status == 404:
+                return False
+            raise
+        return True
+
+    def delete(self, uri_or_key: str) -> None:
+        """Delete the object (no error if there is none)."""
+        bucket, key = self._locate(uri_or_key)
+        with storage_errors(f"delete s3://{bucket}/{key}"):
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    def open_stream(self, uri_or_key: str) -> ObjectStream:
+        """A streaming reader of an ``s3://`` URI (any bucket) or a key of this bucket."""
+        bucket, key = self._locate(uri_or_key)
+        with storage_errors(f"get s3://{bucket}/{key}"):
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        return ObjectStream(response["Body"], response["ContentLength"], f"s3://{bucket}/{key}")
+
+    def _locate(self, uri_or_key: str) -> tuple[str, str]:
+        if uri_or_key.startswith("s3://"):
+            return parse_s3_uri(uri_or_key)
+        return self.bucket, uri_or_key
+
+    def _extra_args(self, content_type: str, metadata: Mapping[str, object] | None) -> dict:
+        return {"ContentType": content_type, "Metadata": encode_metadata(metadata)}
+
+    def _stored(self, key: str, size_bytes: int, content_type: str | None, etag: str | None,
+                bucket: str | None = None, **fields: Any) -> StoredObject:
+        bucket = bucket or self.bucket
+        return StoredObject(bucket=bucket, key=key, uri=f"s3://{bucket}/{key}",
+                            size_bytes=size_bytes, content_type=content_type,
+                            etag=(etag or "").strip('"') or None, **fields)
+
+
+class ObjectStream:
+    """A stored object's body, read in pieces; botocore errors come out translated."""
+
+    def __init__(self, body: Any, size_bytes: int, uri: str) -> None:
+        self._body = body
+        self.size_bytes = size_bytes
+        self.uri = uri
+
+    def read(self, size: int | None = None) -> bytes:
+        with storage_errors(f"read {self.uri}"):
+            return self._body.read(size)
+
+    def iter_chunks(self, chunk_size_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+        while chunk := self.read(chunk_size_bytes):
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> ObjectStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _checked_job_id(job_id: str) -> str:
+    if not job_id or "/" in job_id or job_id in (".", ".."):
+        raise InvalidInput(f"a job id must be a non-empty name without '/': {job_id!r}")
+    return job_id
+
+
+def _normalised_extension(extension: str) -> str:
+    extension = extension.lower().lstrip(".")
+    if not extension.isalnum():
+        raise InvalidInput(f"not a file extension: {extension!r}")
+    return "." + extension
