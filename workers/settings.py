@@ -65,12 +65,15 @@ class Settings(BaseSettings):
     picwish_max_in_flight: int = Field(200, gt=0)
 
     # --- Celery ------------------------------------------------------------------------
-    visibility_timeout_s: int = Field(900, ge=60)  # > every countdown, << result lifetime
+    visibility_timeout_s: int = Field(900, ge=10)  # > every countdown, << result lifetime
     max_countdown_s: float = Field(60.0, gt=0)  # ceiling on any scheduled poll or retry
     worker_eta_task_limit: int = Field(2000, gt=0)  # scheduled polls held per worker
     reconcile_interval_s: float = Field(30.0, gt=0)
     stale_after_s: float = Field(120.0, gt=0)  # a step this overdue is re-driven
-    max_redeliveries: int = Field(3, ge=1)
+    max_redeliveries: int = Field(3, ge=1)  # store attempts before a result is given up
+    submit_max_retries: int = Field(8, ge=0)  # transient submit failures before failing
+    worker_soft_shutdown_timeout_s: float = Field(60.0, ge=0)  # requeue time at stop
+    metrics_port: int = Field(9808, ge=0, le=65535)  # job-level Prometheus metrics; 0 = off
 
     # --- Logs --------------------------------------------------------------------------
     log_format: Literal["text", "json"] = "text"

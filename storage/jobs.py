@@ -1,0 +1,268 @@
+"""The job store: one pydantic record per job in Redis, changed only by compare-and-set.
+
+Keys (all under ``KEY_PREFIX``):
+
+- ``job:<id>``: the record as JSON.
+- ``idem:<provider>:<key>``: the job id an idempotency key maps to.
+- ``due``: sorted set of non-final job ids, scored by when their next step is overdue;
+  the reconcile task reads it to re-drive anything a lost message left behind.
+- ``counts``: hash of state -> number of jobs in that state now.
+
+Every change goes through ``JobStore.update(job_id, guard, change)``: the record is read
+under ``WATCH``, the guard decides on what was read, and the write happens in one
+``MULTI``/``EXEC``. Two deliveries of the same task can therefore never both act.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import redis
+from pydantic import BaseModel, Field
+
+from providers.base import ImageInfo
+from providers.errors import EnhanceError, NotFound
+
+KEY_PREFIX = "eq:"  # every key this store writes starts with it
+FINAL_RECORD_TTL_S = 30 * 24 * 3600  # a finished job's record is kept this long
+_CAS_ATTEMPTS = 20  # re-reads after a concurrent write before giving up
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    STORING = "storing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class JobSource(BaseModel):
+    """Where the input image is: an http(s) URL or an ``s3://`` object."""
+
+    uri: str
+    filename: str | None = None
+    content_type: str | None = None
+    image: ImageInfo | None = None  # known when the producer had the bytes at hand
+
+
+class JobOutput(BaseModel):
+    """Where the stored result is."""
+
+    uri: str
+    bucket: str
+    key: str
+    size_bytes: int
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    vendor_code: int | str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: EnhanceError) -> JobError:
+        return cls(code=exc.code, message=exc.message, vendor_code=exc.vendor_code)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRecord(BaseModel):
+    """Everything known about one job. ``transitions`` holds when each state was entered."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    provider: str
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    source: JobSource
+    idempotency_key: str | None = None
+    state: JobState = JobState.QUEUED
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    transitions: dict[str, datetime] = Field(default_factory=dict)
+    next_check_at: datetime | None = None  # when the next step is overdue
+    deadline_at: datetime | None = None  # when the provider must have finished
+    submit_started_at: datetime | None = None  # set before the paid call is made
+    provider_job_id: str | None = None
+    poll_count: int = 0
+    poll_token: str | None = None  # the one scheduled poll allowed to act next
+    progress: int | None = None
+    cost: float | None = None
+    result_url: str | None = Field(default=None, repr=False)
+    result_inline: bool = False  # PicWish return_type=2: the bytes come with the status
+    result_expires_at: datetime | None = None
+    result_width: int | None = None
+    result_height: int | None = None
+    result_size_bytes: int | None = None
+    store_attempts: int = 0
+    output: JobOutput | None = None
+    error: JobError | None = None
+
+    @property
+    def output_uri(self) -> str | None:
+        return self.output.uri if self.output else None
+
+    def duration_s(self) -> float:
+        """Seconds from creation to the last update."""
+        return (self.updated_at - self.created_at).total_seconds()
+
+
+Guard = Callable[[JobRecord], bool]
+Change = Callable[[JobRecord], dict[str, Any]]
+
+
+class UnknownJob(NotFound):
+    """No job with this id is in the job store."""
+
+    code = "unknown_job"
+
+
+class JobStore:
+    """Job records in Redis. Safe to share between threads; one per process is enough."""
+
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new record; with an idempotency key already used, return that job.
+
+        Returns:
+            The stored record and whether it was created now (False: an existing job).
+        """
+        idem_key = None
+        if record.idempotency_key:
+            idem_key = self._key("idem", record.provider, record.idempotency_key)
+        record.transitions.setdefault(record.state.value, record.created_at)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    if idem_key:
+                        pipe.watch(idem_key)
+                        existing = pipe.get(idem_key)
+                        if existing is not None:
+                            pipe.reset()
+                            return self.get(existing.decode()), False
+                    pipe.multi()
+                    if idem_key:
+                        pipe.set(idem_key, record.id, ex=FINAL_RECORD_TTL_S)
+                    self._write(pipe, record, previous=None)
+                    pipe.execute()
+                    return record, True
+                except redis.WatchError:
+                    continue
+
+    def job_for_key(self, provider: str, idempotency_key: str) -> str | None:
+        """The id of the job an idempotency key was first used for, if any."""
+        job_id = self._redis.get(self._key("idem", provider, idempotency_key))
+        return job_id.decode() if job_id else None
+
+    def get(self, job_id: str) -> JobRecord:
+        """The record of ``job_id``; raises ``UnknownJob`` when there is none."""
+        raw = self._redis.get(self._key("job", job_id))
+        if raw is None:
+            raise UnknownJob(f"no job {job_id!r} in the job store")
+        return JobRecord.model_validate_json(raw)
+
+    def update(self, job_id: str, guard: Guard, change: Change) -> JobRecord | None:
+        """Apply ``change`` if ``guard`` holds on the current record, atomically.
+
+        Args:
+            job_id: the job to change.
+            guard: decides, on the record as it is now, whether the change may happen.
+            change: returns the fields to set (``state`` among them for a transition).
+
+        Returns:
+            The new record, or None when the guard refused (someone else acted first).
+        """
+        key = self._key("job", job_id)
+        with self._redis.pipeline() as pipe:
+            for _ in range(_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise UnknownJob(f"no job {job_id!r} in the job store")
+                    current = JobRecord.model_validate_json(raw)
+                    if not guard(current):
+                        pipe.reset()
+                        return None
+                    updated = self._apply(current, change(current))
+                    pipe.multi()
+                    self._write(pipe, updated, previous=current)
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"job {job_id}: too many concurrent writers")
+
+    @staticmethod
+    def _apply(current: JobRecord, fields: dict[str, Any]) -> JobRecord:
+        now = utcnow()
+        updated = current.model_copy(update={**fields, "updated_at": now}, deep=True)
+        if updated.state != current.state:
+            updated.transitions[updated.state.value] = now
+        return updated
+
+    def _write(self, pipe: Any, record: JobRecord, previous: JobRecord | None) -> None:
+        key = self._key("job", record.id)
+        pipe.set(key, record.model_dump_json())
+        if record.state.final:
+            pipe.expire(key, FINAL_RECORD_TTL_S)
+            pipe.zrem(self._key("due"), record.id)
+        elif record.next_check_at is not None:
+            pipe.zadd(self._key("due"), {record.id: record.next_check_at.timestamp()})
+        if previous is None or previous.state != record.state:
+            counts = self._key("counts")
+            for field in (record.state.value, f"{record.provider}:{record.state.value}"):
+                pipe.hincrby(counts, field, 1)
+            if previous is not None:
+                for field in (previous.state.value, f"{previous.provider}:{previous.state.value}"):
+                    pipe.hincrby(counts, field, -1)
+
+    def overdue(self, now: datetime, limit: int = 500) -> list[str]:
+        """Ids of non-final jobs whose next step should have happened before ``now``."""
+        ids = self._redis.zrangebyscore(self._key("due"), "-inf", now.timestamp(), 0, limit)
+        return [job_id.decode() for job_id in ids]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state now, overall and as ``provider:state``."""
+        raw = self._redis.hgetall(self._key("counts"))
+        counts = {state.value: 0 for state in JobState}
+        counts.update({k.decode(): int(v) for k, v in raw.items()})
+        return counts
+
+    def in_flight(self, provider: str) -> int:
+        """Jobs the provider is working on now (submitted or processing)."""
+        fields = [f"{provider}:{s.value}" for s in (JobState.SUBMITTED, JobState.PROCESSING)]
+        return sum(int(v or 0) for v in self._redis.hmget(self._key("counts"), fields))
+
+    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
+        """The records of the ids that exist, in order."""
+        keys = [self._key("job", job_id) for job_id in job_ids]
+        return [JobRecord.model_validate_json(raw) for raw in self._redis.mget(keys) if raw]
+
+
+def in_states(*states: JobState) -> Guard:
+    """A guard: the job is in one of ``states``."""
+    return lambda record: record.state in states
+
+
+def seconds_from_now(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)

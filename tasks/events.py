@@ -1,0 +1,72 @@
+"""What every step reports: one log line per transition, counters, the shared budget.
+
+Logs and counters are an interface: operators read them, tests assert them. A transition
+logs one line with the job id, provider, state, duration and cost; never a secret or a
+provider result URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from providers.errors import RateLimited
+from storage.jobs import JobRecord, JobState
+from workers.runtime import Runtime
+
+log = logging.getLogger("enhance.jobs")
+T = TypeVar("T")
+
+
+def transition(rt: Runtime, record: JobRecord) -> None:
+    """Log that ``record`` entered its current state."""
+    fields = {
+        "job_id": record.id, "provider": record.provider, "model": record.model,
+        "state": record.state.value, "duration_s": round(record.duration_s(), 3),
+        "cost": record.cost, "polls": record.poll_count,
+    }
+    if record.error:
+        fields["error_code"] = record.error.code
+        rt.stats.incr(f"failed:{record.error.code}")
+    if record.output:
+        fields["output_uri"] = record.output.uri
+    level = logging.WARNING if record.state is JobState.FAILED else logging.INFO
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+    log.log(level, "job %s", text, extra={"job": fields})
+    if record.error:
+        log.log(level, "job %s failed: %s", record.id, record.error.message)
+
+
+def counted(rt: Runtime, provider: str, kind: str, call: Callable[..., T], *args) -> T:
+    """Make one provider request, counting it, and turning a 429 into a shared slow-down."""
+    rt.stats.incr(f"requests:{provider}:{kind}")
+    try:
+        return call(*args)
+    except RateLimited as exc:
+        rt.stats.incr(f"rate_limited:{provider}")
+        rt.budget.back_off(provider, exc.retry_after_s)
+        raise
+
+
+def charged(rt: Runtime, provider: str, cost: float | None) -> None:
+    if cost:
+        rt.stats.incr(f"cost:{provider}", float(cost))
+
+
+def stored(rt: Runtime, record: JobRecord) -> None:
+    """Count a stored result and how long it waited after the provider finished."""
+    rt.stats.incr("stored")
+    started = record.transitions.get(JobState.STORING.value)
+    done = record.transitions.get(JobState.SUCCEEDED.value)
+    if started and done:
+        rt.stats.incr("store_lag_s_sum", (done - started).total_seconds())
+        rt.stats.incr("store_lag_count")
+
+
+def acquire_budget(rt: Runtime, provider: str, *, submit: bool) -> bool:
+    return rt.budget.try_acquire(provider, submit=submit)
+
+
+def budget_wait_s(rt: Runtime, provider: str) -> float:
+    return rt.budget.wait_s(provider)

@@ -1,0 +1,75 @@
+"""The producer API for web backends and the CLI: enqueue a job, read a job.
+
+``enqueue`` records the job and queues its submit task; it never talks to the provider,
+so it returns in milliseconds. Bad input that needs the provider's rules (model, format,
+size) fails the job in the worker, before any money is spent, with a clear error code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers import get_provider_class
+from providers.errors import InvalidInput
+from storage.jobs import JobRecord, JobState, seconds_from_now
+from tasks import events, staging
+from tasks.staging import Source
+from workers.runtime import Runtime, get_runtime
+
+
+def enqueue(
+    source: Source,
+    provider: str,
+    model: str | None = None,
+    options: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    filename: str | None = None,
+    runtime: Runtime | None = None,
+) -> str:
+    """Queue an enhancement and return its job id at once.
+
+    Args:
+        source: an http(s) URL, an ``s3://`` URI, a local path, bytes or a file object.
+        provider: ``"hitpaw"`` or ``"picwish"``.
+        model: the provider's model name (its default when None).
+        options: provider options (HitPaw ``extension``, ``exif``, ``dpi``; PicWish
+            ``return_type``, ``sync``).
+        idempotency_key: the same key twice returns the first job, paid once.
+        filename: the source's original name, for the record.
+        runtime: the process runtime (tests); the environment's by default.
+
+    Raises:
+        InvalidInput: the provider is unknown, or a local source is not a readable image.
+    """
+    rt = runtime or get_runtime()
+    provider_cls = get_provider_class(provider)
+    record = JobRecord(
+        provider=provider, model=model or provider_cls.default_model(), options=options or {},
+        source=staging.JobSource(uri="pending:"), idempotency_key=idempotency_key,
+        next_check_at=seconds_from_now(rt.settings.stale_after_s),
+    )
+    if idempotency_key:
+        existing = rt.jobs.job_for_key(provider, idempotency_key)
+        if existing is not None:
+            return existing
+    record.source = staging.stage_source(rt, record.id, source, filename)
+    stored, created = rt.jobs.create(record)
+    if created:
+        events.transition(rt, stored)
+        from tasks.definitions import DISPATCH  # the Celery app is only needed to send
+
+        DISPATCH.submit(stored.id)
+    return stored.id
+
+
+def get_job(job_id: str, *, runtime: Runtime | None = None) -> JobRecord:
+    """The record of a job; raises ``UnknownJob`` for an id that was never enqueued."""
+    return (runtime or get_runtime()).jobs.get(job_id)
+
+
+def is_final(record: JobRecord) -> bool:
+    return record.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+__all__ = ["enqueue", "get_job", "is_final", "InvalidInput"]

@@ -1,0 +1,77 @@
+"""When to poll next: a per-provider schedule with backoff, jitter and a ceiling.
+
+Polling is waiting, not failing: these countdowns never touch a task's retry budget.
+"""
+
+from __future__ import annotations
+
+import random
+
+from providers.base import JobStatus
+from workers.settings import Settings
+
+BACKOFF_FACTOR = 1.5  # each poll of a job still in progress waits this much longer
+PROGRESS_MIN = 5  # below this progress (percent) an estimate of the rest is noise
+
+
+def base_interval_s(provider: str, settings: Settings) -> tuple[float, float]:
+    """The first interval and the largest one for ``provider``."""
+    return (
+        getattr(settings, f"{provider}_poll_interval_s"),
+        getattr(settings, f"{provider}_poll_max_interval_s"),
+    )
+
+
+def first_poll_delay_s(provider: str, settings: Settings, rng: random.Random | None = None) -> float:
+    """The countdown of the first poll after a submit."""
+    first, _ = base_interval_s(provider, settings)
+    return jittered(first, settings, rng)
+
+
+def next_poll_delay_s(
+    provider: str,
+    poll_count: int,
+    status: JobStatus | None,
+    elapsed_s: float,
+    settings: Settings,
+    rng: random.Random | None = None,
+) -> float:
+    """The countdown before polling a job that is still in progress.
+
+    Args:
+        provider: the provider's name.
+        poll_count: polls made so far for this job.
+        status: the last status, whose ``progress`` (where given) estimates the rest.
+        elapsed_s: seconds since the job was submitted.
+        settings: the poll settings.
+        rng: random source for the jitter (tests pass a seeded one).
+    """
+    first, ceiling = base_interval_s(provider, settings)
+    delay = first * BACKOFF_FACTOR ** max(poll_count - 1, 0)
+    estimate = remaining_from_progress(status, elapsed_s)
+    if estimate is not None:
+        delay = max(first, estimate)
+    return jittered(min(delay, ceiling), settings, rng)
+
+
+def remaining_from_progress(status: JobStatus | None, elapsed_s: float) -> float | None:
+    """Seconds left if the job keeps its pace so far, from its reported progress."""
+    if status is None or status.progress is None or status.progress < PROGRESS_MIN:
+        return None
+    progress = min(status.progress, 99)
+    return elapsed_s * (100 - progress) / progress
+
+
+def jittered(delay_s: float, settings: Settings, rng: random.Random | None = None) -> float:
+    """``delay_s`` spread by +/- ``poll_jitter`` and kept under the countdown ceiling."""
+    spread = delay_s * settings.poll_jitter
+    value = delay_s + (rng or random).uniform(-spread, spread)
+    return round(min(max(value, 0.05), settings.max_countdown_s), 3)
+
+
+def retry_delay_s(attempt: int, settings: Settings, retry_after_s: float | None = None) -> float:
+    """Backoff for a transient failure: exponential, honouring ``Retry-After``."""
+    delay = min(2.0 ** attempt, settings.max_countdown_s)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return jittered(delay, settings)

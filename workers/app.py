@@ -1,0 +1,66 @@
+"""The Celery app: its configuration comes from ``Settings`` and nowhere else.
+
+The broker is Redis by default (RabbitMQ works too); there is no result backend, because
+the truth about a job lives in the job store, not in Celery. Every task is late-acked and
+requeued when its worker dies, and every countdown stays far below the Redis visibility
+timeout (the settings refuse anything else), so a scheduled poll is never delivered twice
+by the broker itself.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from workers.constants import ALL_QUEUES, MAINTENANCE_QUEUE, POLL_QUEUE, STORE_QUEUE, SUBMIT_QUEUE
+from workers.settings import Settings, get_settings
+
+TASK_ROUTES = {
+    "enhance.submit": {"queue": SUBMIT_QUEUE},
+    "enhance.poll": {"queue": POLL_QUEUE},
+    "enhance.store": {"queue": STORE_QUEUE},
+    "enhance.reconcile": {"queue": MAINTENANCE_QUEUE},
+}
+
+
+def celery_config(settings: Settings) -> dict:
+    """The Celery configuration for ``settings``."""
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": settings.celery_broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_default_queue": SUBMIT_QUEUE,
+        "task_routes": TASK_ROUTES,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 4,
+        "worker_eta_task_limit": settings.worker_eta_task_limit,
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout_s,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "reconcile": {
+                "task": "enhance.reconcile",
+                "schedule": settings.reconcile_interval_s,
+                "options": {"expires": settings.reconcile_interval_s},
+            }
+        },
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from ``settings`` (the environment's by default)."""
+    celery = Celery("enhance", include=["tasks.definitions"])
+    celery.conf.update(celery_config(settings or get_settings()))
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,291 @@
+"""The ``enhance`` command: one entry point for every role.
+
+    enhance submit SOURCE --provider hitpaw [--model NAME] [--wait] [--json]
+    enhance status JOB_ID [--json]
+    enhance worker [--queues Q,...] [--concurrency N]
+    enhance beat
+    enhance flower [--port 5555]
+    enhance sandbox [--host 127.0.0.1] [--port 8080] [fault options]
+    enhance stats [--json]
+    enhance metrics [--port 9808]
+    enhance healthcheck
+    enhance demo
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import click
+
+from providers.errors import EnhanceError
+from workers.constants import ALL_QUEUES
+from workers.settings import get_settings
+
+EXIT_FAILED = 1  # the job ended failed
+EXIT_USAGE = 2  # bad arguments or settings
+EXIT_TIMEOUT = 3  # --wait gave up before the job ended
+
+
+def _settings_or_exit():
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        raise click.ClickException("bad settings:\n" + "\n".join(lines)) from exc
+
+
+@click.group()
+def main() -> None:
+    """enhance-queue: photo enhancement through paid AI APIs, at scale."""
+    from workers.logs import configure_logging
+
+    configure_logging(_settings_or_exit())
+
+
+def job_json(record) -> dict:
+    """The ``--json`` form of a job record."""
+    data = {
+        "job_id": record.id, "state": record.state.value, "provider": record.provider,
+        "model": record.model, "output_uri": record.output_uri, "progress": record.progress,
+        "cost": record.cost, "provider_job_id": record.provider_job_id,
+        "polls": record.poll_count, "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "error": record.error.model_dump(exclude_none=True) if record.error else None,
+    }
+    if record.output:
+        data["output"] = record.output.model_dump()
+    return data
+
+
+def _print_job(record, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(job_json(record)))
+        return
+    click.echo(f"job {record.id}: {record.state.value}")
+    if record.output:
+        click.echo(f"  output: {record.output.uri} ({record.output.width}x{record.output.height}, "
+                   f"{record.output.size_bytes} bytes)")
+    if record.error:
+        click.echo(f"  error: {record.error.code}: {record.error.message}")
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+@main.command()
+@click.argument("source")
+@click.option("--provider", type=click.Choice(["hitpaw", "picwish"]), required=True)
+@click.option("--model", default=None, help="Model name (the provider's default if omitted).")
+@click.option("--option", "options", multiple=True, help="Provider option KEY=VALUE (repeatable).")
+@click.option("--idempotency-key", default=None, help="The same key twice pays once.")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="--wait limit, s.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def submit(source, provider, model, options, idempotency_key, wait, timeout_s, as_json) -> None:
+    """Enqueue SOURCE (URL, s3:// URI or local file) for enhancement."""
+    from tasks.producer import enqueue, get_job
+
+    try:
+        job_id = enqueue(source, provider, model, _parse_options(options),
+                         idempotency_key=idempotency_key)
+    except EnhanceError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    if not wait:
+        _print_job(get_job(job_id), as_json)
+        return
+    record = _wait(job_id, timeout_s, show_progress=not as_json)
+    _print_job(record, as_json)
+    if not record.state.final:
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(0 if record.state.value == "succeeded" else EXIT_FAILED)
+
+
+def _wait(job_id: str, timeout_s: float, show_progress: bool):
+    """Follow a job until it ends or ``timeout_s`` passes; a bar shows its progress."""
+    from tasks.producer import get_job
+
+    deadline = time.monotonic() + timeout_s
+    with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr,
+                           hidden=not show_progress) as bar:
+        shown = 0
+        while True:
+            record = get_job(job_id)
+            done = 100 if record.state.final else (record.progress or 0)
+            bar.label = f"job {job_id} {record.state.value}"
+            bar.update(max(done - shown, 0))
+            shown = max(shown, done)
+            if record.state.final or time.monotonic() > deadline:
+                return record
+            time.sleep(0.5)  # the CLI waits for a person; workers never sleep
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state, output and error."""
+    from tasks.producer import get_job
+
+    try:
+        record = get_job(job_id)
+    except EnhanceError as exc:
+        raise click.ClickException(exc.message) from exc
+    _print_job(record, as_json)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--queues", default=",".join(ALL_QUEUES), show_default=True)
+@click.option("--concurrency", type=int, default=None, help="Processes (default: cores).")
+@click.option("--pool", default="prefork", show_default=True)
+@click.option("--hostname", default=None, help="Node name, e.g. worker1@%h.")
+@click.option("--loglevel", default=None)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queues, concurrency, pool, hostname, loglevel, celery_args) -> None:
+    """Run a Celery worker on the project's queues."""
+    from workers.app import app
+
+    argv = ["worker", "-Q", queues, "-P", pool, "-E",
+            "--loglevel", loglevel or _settings_or_exit().log_level]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv + list(celery_args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--schedule", default=os.path.join(tempfile.gettempdir(), "enhance-beat-schedule"),
+              show_default=True, help="Beat's schedule file.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(schedule, celery_args) -> None:
+    """Run the scheduler of the periodic reconcile task (exactly one per deployment)."""
+    from workers.app import app
+
+    app.start(["beat", "-s", schedule, "--loglevel", _settings_or_exit().log_level,
+               *celery_args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="0.0.0.0", show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port, address, flower_args) -> None:
+    """Run Flower for this app (set FLOWER_BASIC_AUTH=user:password)."""
+    from workers.app import app
+
+    app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--processing-time", nargs=2, type=float, default=(1.0, 5.0), show_default=True,
+              help="Job time drawn uniformly between MIN and MAX seconds.")
+@click.option("--result-ttl", type=float, default=3600.0, show_default=True,
+              help="Seconds result URLs keep working.")
+@click.option("--picwish-qps", type=float, default=2.0, show_default=True,
+              help="PicWish requests per second per key (0 = no cap).")
+@click.option("--hitpaw-qps", type=float, default=0.0, show_default=True,
+              help="HitPaw requests per second per key (0 = no cap).")
+@click.option("--rate-429", type=float, default=0.0, help="Fraction answered 429.")
+@click.option("--rate-5xx", type=float, default=0.0, help="Fraction answered 5xx.")
+@click.option("--rate-job-failure", type=float, default=0.0, help="Fraction of jobs failing.")
+@click.option("--rate-malformed", type=float, default=0.0, help="Fraction of malformed bodies.")
+@click.option("--large-result-bytes", type=int, default=None, help="Pad results to this size.")
+@click.option("--seed", type=int, default=None)
+def sandbox(host, port, processing_time, result_ttl, picwish_qps, hitpaw_qps, rate_429,
+            rate_5xx, rate_job_failure, rate_malformed, large_result_bytes, seed) -> None:
+    """Run the provider sandbox: both vendor APIs on one base URL."""
+    from providers.sandbox import SandboxConfig, serve
+
+    config = SandboxConfig(
+        processing_time_s=processing_time, result_ttl_s=result_ttl,
+        picwish_qps=picwish_qps or None, hitpaw_qps=hitpaw_qps or None, rate_429=rate_429,
+        rate_5xx=rate_5xx, rate_job_failure=rate_job_failure, rate_malformed=rate_malformed,
+        large_result_bytes=large_result_bytes, seed=seed,
+    )
+    serve(config, host=host, port=port)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(as_json: bool) -> None:
+    """Job-level figures: jobs by state, provider requests, 429s, cost, store lag."""
+    from workers.metrics import collect_stats
+    from workers.runtime import get_runtime
+
+    figures = collect_stats(get_runtime())
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    for section, values in figures.items():
+        click.echo(f"{section}:")
+        for name, value in values.items():
+            click.echo(f"  {name:<28} {value}")
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Default: METRICS_PORT.")
+@click.option("--address", default="0.0.0.0", show_default=True)
+def metrics(port, address) -> None:
+    """Serve job-level Prometheus metrics (run one per deployment)."""
+    from workers.metrics import serve_metrics
+
+    serve_metrics(port or _settings_or_exit().metrics_port, address)
+
+
+@main.command()
+def healthcheck() -> None:
+    """Exit 0 when the broker and the job store answer."""
+    from workers.embedded import redis_answers
+
+    settings = _settings_or_exit()
+    if not redis_answers(settings.redis_url, timeout_s=3):
+        raise click.ClickException(f"job store does not answer at {_safe(settings.redis_url)}")
+    if settings.celery_broker_url.startswith("redis"):
+        if not redis_answers(settings.celery_broker_url, timeout_s=3):
+            raise click.ClickException("broker does not answer")
+    else:
+        from workers.app import app
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    click.echo("ok")
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+@main.command()
+@click.option("--timeout", "timeout_s", default=300.0, show_default=True)
+def demo(timeout_s: float) -> None:
+    """The main job: enhance sample images through both providers, on embedded defaults."""
+    from workers.demo import run_demo
+
+    sys.exit(run_demo(timeout_s))
+
+
+if __name__ == "__main__":
+    main()

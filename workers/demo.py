@@ -1,0 +1,167 @@
+"""The main job on embedded defaults: the whole system on this machine, end to end.
+
+What is not configured is started here: a private Redis (no ``REDIS_URL``), moto's S3
+server on loopback (no ``S3_ENDPOINT_URL``), and the provider sandbox for each provider
+with no API key. Then a real Celery worker and beat run as processes, sample images go
+through both providers, and the results are printed with where they landed, their
+timings and their cost.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import click
+
+from workers.embedded import embedded_redis, embedded_s3
+
+SAMPLES = {  # name -> (width, height, Pillow format)
+    "portrait.jpg": (256, 256, "JPEG"),
+    "product.png": (320, 240, "PNG"),
+}
+
+
+@dataclass
+class DemoJob:
+    label: str
+    source: object
+    provider: str
+    model: str
+    options: dict
+
+
+def sample_image(width: int, height: int, image_format: str) -> bytes:
+    """A small synthetic photo-like image (gradient and shapes), made with Pillow."""
+    from PIL import Image, ImageDraw
+
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(200, 120, 80))
+    draw.rectangle((10, 10, width // 3, height // 5), fill=(40, 90, 200))
+    buffer = io.BytesIO()
+    image.save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def demo_jobs(sandbox_url: str | None) -> list[DemoJob]:
+    portrait = sample_image(*SAMPLES["portrait.jpg"])
+    product = sample_image(*SAMPLES["product.png"])
+    jobs = [
+        DemoJob("portrait.jpg", portrait, "hitpaw", "face_2x", {}),
+        DemoJob("product.png", product, "hitpaw", "general_4x", {"dpi": 300}),
+        DemoJob("product.png", product, "picwish", "ultra_hd", {}),
+        DemoJob("portrait.jpg (base64 result)", portrait, "picwish", "hd", {"return_type": 2}),
+    ]
+    if sandbox_url:
+        url = f"{sandbox_url}/_sandbox/samples/portrait.jpg"
+        jobs.append(DemoJob("URL source", url, "hitpaw", "general_2x", {}))
+    return jobs
+
+
+def _start_services(stack: ExitStack) -> dict[str, str]:
+    """Start what is not configured; return the environment that points at it."""
+    env: dict[str, str] = {}
+    if not os.environ.get("REDIS_URL"):
+        url = stack.enter_context(embedded_redis())
+        env["REDIS_URL"] = url
+        env.setdefault("CELERY_BROKER_URL", os.environ.get("CELERY_BROKER_URL", url))
+    if not os.environ.get("S3_ENDPOINT_URL") and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        env["S3_ENDPOINT_URL"] = stack.enter_context(embedded_s3())
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    missing = [p for p in ("hitpaw", "picwish") if not os.environ.get(f"{p.upper()}_API_KEY")]
+    if missing:
+        from providers.sandbox import SandboxConfig, SandboxServer
+
+        sandbox = stack.enter_context(SandboxServer(SandboxConfig(processing_time_s=(1.0, 4.0))))
+        env["DEMO_SANDBOX_URL"] = sandbox.base_url
+        keys = {"hitpaw": sandbox.hitpaw_key, "picwish": sandbox.picwish_key}
+        for name in missing:
+            env[f"{name.upper()}_API_KEY"] = keys[name]
+            env[f"{name.upper()}_BASE_URL"] = sandbox.base_url
+    env.setdefault("RECONCILE_INTERVAL_S", "5")
+    return env
+
+
+def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop() -> None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    stack.callback(stop)
+    return proc
+
+
+def _wait_for_worker(app, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if app.control.ping(timeout=1.0):
+            return
+    raise click.ClickException("the worker did not come up")
+
+
+def run_demo(timeout_s: float) -> int:
+    """Run the main job; return the exit status (0 when every job succeeded)."""
+    with ExitStack() as stack:
+        os.environ.update(_start_services(stack))
+        from workers.settings import get_settings
+
+        get_settings.cache_clear()
+        from workers.app import app  # configured from the environment set above
+        from workers.runtime import get_runtime
+
+        rt = get_runtime()
+        _ensure_bucket(rt)
+        click.echo(f"broker {rt.settings.celery_broker_url}, bucket {rt.settings.s3_bucket}")
+        _spawn(stack, "worker", "--concurrency", "2", "--loglevel", "WARNING")
+        _spawn(stack, "beat")
+        _wait_for_worker(app)
+        return _run_jobs(rt, demo_jobs(os.environ.get("DEMO_SANDBOX_URL")), timeout_s)
+
+
+def _ensure_bucket(rt) -> None:
+    client, bucket = rt.objects.client, rt.settings.s3_bucket
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception:  # noqa: BLE001 - botocore's 404 has no class of its own
+        client.create_bucket(Bucket=bucket)
+
+
+def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:
+    from tasks.producer import enqueue
+
+    started = time.monotonic()
+    ids = [enqueue(j.source, j.provider, j.model, j.options, filename=j.label.split()[0],
+                   runtime=rt) for j in jobs]
+    click.echo(f"enqueued {len(ids)} jobs in {time.monotonic() - started:.3f} s")
+    deadline = started + timeout_s
+    records = rt.jobs.get_many(ids)
+    while not all(r.state.final for r in records) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        records = rt.jobs.get_many(ids)
+    _print_table(jobs, records)
+    return 0 if all(r.state.value == "succeeded" for r in records) else 1
+
+
+def _print_table(jobs: list[DemoJob], records) -> None:
+    click.echo(f"\n{'source':<30} {'provider':<8} {'model':<11} {'state':<10} {'secs':>6} "
+               f"{'cost':>5}  result")
+    for job, rec in zip(jobs, records, strict=True):
+        if rec.output:
+            where = f"{rec.output.uri} ({rec.output.width}x{rec.output.height})"
+        else:
+            where = f"{rec.error.code}: {rec.error.message}" if rec.error else rec.state.value
+        click.echo(f"{job.label:<30} {rec.provider:<8} {rec.model:<11} {rec.state.value:<10} "
+                   f"{rec.duration_s():>6.1f} {rec.cost or 0:>5g}  {where}")

@@ -1,0 +1,82 @@
+"""Job-level figures for operators: ``enhance stats`` and Prometheus metrics.
+
+Flower shows tasks; these show jobs. Every figure is read from Redis at the time it is
+asked for, so they are the same whichever process serves them and add up across every
+worker: serve them from one process (``enhance metrics``), not from each worker.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+
+from storage.jobs import JobState
+from workers.runtime import Runtime, get_runtime
+
+PROVIDERS = ("hitpaw", "picwish")
+
+
+def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
+    """Jobs by state, provider requests, 429s, cost, results stored and expired, store lag."""
+    counts = rt.jobs.counts()
+    raw = rt.stats.read()
+    figures: dict[str, dict[str, float]] = {"jobs": {s.value: counts[s.value] for s in JobState}}
+    for name in PROVIDERS:
+        figures[name] = {
+            "submits": raw.get(f"requests:{name}:submit", 0),
+            "polls": raw.get(f"requests:{name}:poll", 0),
+            "rate_limited": raw.get(f"rate_limited:{name}", 0),
+            "cost": raw.get(f"cost:{name}", 0),
+            "in_flight": rt.jobs.in_flight(name),
+        }
+    lag_count = raw.get("store_lag_count", 0)
+    figures["results"] = {
+        "stored": raw.get("stored", 0),
+        "expired": raw.get("failed:result_expired", 0),
+        "store_lag_avg_s": round(raw.get("store_lag_s_sum", 0) / lag_count, 3) if lag_count else 0,
+    }
+    figures["failures"] = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("failed:")}
+    return figures
+
+
+class JobCollector:
+    """A Prometheus collector that reads ``collect_stats`` at every scrape."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self._runtime = runtime
+
+    def collect(self):
+        figures = collect_stats(self._runtime or get_runtime())
+        jobs = GaugeMetricFamily("enhance_jobs", "Jobs in each state now", labels=["state"])
+        for state, value in figures["jobs"].items():
+            jobs.add_metric([state], value)
+        yield jobs
+        requests = CounterMetricFamily("enhance_provider_requests", "Provider API requests",
+                                       labels=["provider", "kind"])
+        limited = CounterMetricFamily("enhance_provider_rate_limited", "429s received",
+                                      labels=["provider"])
+        cost = CounterMetricFamily("enhance_provider_cost", "Coins/credits charged",
+                                   labels=["provider"])
+        for name in PROVIDERS:
+            requests.add_metric([name, "submit"], figures[name]["submits"])
+            requests.add_metric([name, "poll"], figures[name]["polls"])
+            limited.add_metric([name], figures[name]["rate_limited"])
+            cost.add_metric([name], figures[name]["cost"])
+        yield from (requests, limited, cost)
+        results = figures["results"]
+        yield CounterMetricFamily("enhance_results_stored", "Results stored", value=results["stored"])
+        yield CounterMetricFamily("enhance_results_expired", "Results lost to expiry",
+                                  value=results["expired"])
+        yield GaugeMetricFamily("enhance_store_lag_avg_seconds",
+                                "Mean time from provider completion to stored",
+                                value=results["store_lag_avg_s"])
+
+
+def serve_metrics(port: int, address: str = "0.0.0.0") -> None:
+    """Serve the job metrics on ``port`` until interrupted."""
+    REGISTRY.register(JobCollector())
+    start_http_server(port, addr=address)
+    while True:
+        time.sleep(3600)  # the HTTP server runs in its own thread

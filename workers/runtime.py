@@ -1,0 +1,116 @@
+"""The resources one worker process (or producer) holds: clients created once, closed once.
+
+Celery forks its pool processes, and sockets must not cross a fork: the runtime is made
+lazily on first use in each process and dropped at ``worker_process_init``, the way arq
+builds its context in ``on_startup``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import redis
+import requests
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from providers import get_provider_class
+from providers.base import Provider
+from providers.errors import AuthFailed
+from storage.jobs import JobStore
+from storage.objects import ObjectStore, make_s3_client
+from storage.stats import Stats
+from tasks.budget import ProviderBudget
+from workers.constants import USER_AGENT
+from workers.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    """Clients built from one ``Settings``; one per process."""
+
+    settings: Settings
+    redis: redis.Redis = field(init=False)
+    jobs: JobStore = field(init=False)
+    objects: ObjectStore = field(init=False)
+    http: requests.Session = field(init=False)  # downloads of results and sources
+    stats: Stats = field(init=False)
+    budget: ProviderBudget = field(init=False)
+    _providers: dict[str, Provider] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.redis = redis.Redis.from_url(s.redis_url, socket_timeout=10, health_check_interval=30)
+        self.jobs = JobStore(self.redis)
+        client = make_s3_client(s.s3_endpoint_url, s.s3_region)
+        self.objects = ObjectStore(
+            client, s.s3_bucket, s.s3_prefix,
+            part_size_bytes=s.s3_part_size_bytes, max_concurrency=s.s3_max_concurrency,
+        )
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = USER_AGENT
+        self.stats = Stats(self.redis)
+        self.budget = ProviderBudget(s, self.redis, self.jobs)
+
+    def provider(self, name: str) -> Provider:
+        """The client of provider ``name``, built on first use."""
+        if name not in self._providers:
+            self._providers[name] = build_provider(name, self.settings)
+        return self._providers[name]
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
+        self.http.close()
+        self.redis.close()
+
+
+def build_provider(name: str, settings: Settings) -> Provider:
+    """A client of provider ``name`` configured from ``settings``."""
+    cls = get_provider_class(name)
+    key = getattr(settings, f"{name}_api_key")
+    if key is None:
+        raise AuthFailed(f"{name.upper()}_API_KEY is not set", provider=name)
+    kwargs = {
+        "api_key": key,
+        "base_url": getattr(settings, f"{name}_base_url"),
+        "connect_timeout_s": settings.http_connect_timeout_s,
+        "read_timeout_s": settings.http_read_timeout_s,
+    }
+    if name == "hitpaw":
+        kwargs["result_ttl_s"] = settings.hitpaw_result_ttl_s
+    return cls(**kwargs)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, made on first use from the environment's settings."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> Runtime | None:
+    """Replace this process's runtime (tests, embedded runs); returns the old one."""
+    global _runtime
+    with _lock:
+        old, _runtime = _runtime, runtime
+        return old
+
+
+@worker_process_init.connect
+def _fresh_after_fork(**_: object) -> None:
+    set_runtime(None)
+
+
+@worker_process_shutdown.connect
+def _close_at_shutdown(**_: object) -> None:
+    old = set_runtime(None)
+    if old is not None:
+        old.close()
