@@ -1,23 +1,20 @@
 """The S3 object store: staged inputs, streamed results, presigned links.
 
-Errors: every botocore / boto3 error is translated in one place, ``storage_errors()``, into
-``StorageUnavailable`` (throttling, 5xx, timeouts, no connection: retry later) or
-``StorageFailed`` (access denied, no such bucket or key, bad credentials: do not retry).
-Errors from reading a result stream that the caller hands in are the caller's and pass
-through unchanged.
+Errors: botocore/boto3 errors are translated in one place, ``storage_errors()``, into
+``StorageUnavailable`` (throttling, 5xx, timeouts, no connection) or ``StorageFailed``
+(access denied, no such bucket or key, no credentials). Errors raised by reading a stream
+the caller hands in are the caller's and pass through unchanged.
 
-Results: ``ObjectStore.stream_result`` identifies the image from its first bytes before
-anything is written, then feeds the stream part by part into a multipart upload, so memory
-stays near ``(max_concurrency + 3) x part_size_bytes`` whatever the object's size. After any
-failure, no object it wrote and no incomplete multipart upload remain at the key (an object
-that an earlier call completed there is untouched: S3 completes an upload atomically). If S3
-itself is unreachable during that clean-up, a bucket lifecycle rule
-(AbortIncompleteMultipartUpload) is the backstop.
+Results: ``stream_result`` checks the image header before anything is written, then feeds
+the stream part by part into a multipart upload: memory stays near
+``(max_concurrency + 3) x part_size_bytes`` whatever the size. After any failure no object it
+wrote and no incomplete upload remain at the key (an object an earlier call completed there
+is untouched: S3 completes uploads atomically). If S3 is unreachable during that clean-up, a
+bucket lifecycle rule (AbortIncompleteMultipartUpload) is the backstop.
 
-User metadata travels as HTTP headers, so only ASCII survives. Keys are lower-cased and every
-run of characters outside ``[a-z0-9_-]`` becomes ``-``. Values of printable ASCII are kept;
-any other value is stored RFC 2047 encoded (``=?utf-8?b?<base64>?=``, the form S3 itself
-returns for non-ASCII metadata) and ``head`` decodes it back.
+User metadata travels as HTTP headers, so only ASCII survives: keys are lower-cased, runs
+outside ``[a-z0-9_-]`` become ``-``; values other than printable ASCII are stored RFC 2047
+encoded (``=?utf-8?b?<base64>?=``, as S3 itself returns them) and ``head`` decodes them.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import base64
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -71,7 +68,7 @@ class StoredObject(BaseModel):
     height: int | None = None
     image_format: str | None = None  # Pillow's name: "JPEG", "PNG"...
     etag: str | None = None
-    metadata: dict[str, str] = {}  # decoded; set by ``head``
+    metadata: dict[str, str] = {}  # decoded, as read back by ``head``
 
 
 @contextmanager
@@ -96,15 +93,9 @@ def _from_client_error(exc: ClientError, action: str) -> StorageUnavailable | St
     return (StorageUnavailable if transient else StorageFailed)(message, None, code, status)
 
 
-def make_s3_client(
-    endpoint_url: str | None = None,
-    region: str = "us-east-1",
-    *,
-    connect_timeout_s: float = 5.0,
-    read_timeout_s: float = 60.0,
-    max_attempts: int = 5,
-    max_pool_connections: int = 10,
-) -> Any:
+def make_s3_client(endpoint_url: str | None = None, region: str = "us-east-1", *,
+                   connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0,
+                   max_attempts: int = 5, max_pool_connections: int = 10) -> Any:
     """A thread-safe S3 client for one process (credentials from the standard AWS variables).
 
     Checksums are sent and checked only where S3 requires them (S3-compatible stores reject
@@ -112,15 +103,12 @@ def make_s3_client(
     (MinIO, R2...) is addressed path-style.
     """
     config = Config(
-        region_name=region,
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
+        region_name=region, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        s3={"addressing_style": "path" if endpoint_url else "auto"},
-    )
+        s3={"addressing_style": "path" if endpoint_url else "auto"})
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -161,14 +149,6 @@ def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return decoded
 
 
-def _identify(header: bytes) -> ImageInfo | None:
-    """Format and dimensions from an image's first bytes (``providers.images``), or None."""
-    try:
-        return inspect_image(header)
-    except InvalidInput:
-        return None
-
-
 def _read_up_to(stream: BinaryIO, size: int) -> bytes:
     """Read ``size`` bytes, or fewer only at end of stream (sources may return short reads)."""
     chunks: list[bytes] = []
@@ -186,9 +166,8 @@ def _probe_image(stream: BinaryIO) -> tuple[bytes, ImageInfo]:
     header = b""
     for limit_bytes in HEADER_PROBE_BYTES:
         header += _read_up_to(stream, limit_bytes - len(header))
-        info = _identify(header)
-        if info is not None:
-            return header, info
+        with suppress(InvalidInput):  # not (yet) an image Pillow can read a header from
+            return header, inspect_image(header)
         if len(header) < limit_bytes:
             break
     raise ResultCheckFailed(f"the result is not an image ({len(header)} bytes read)")
@@ -241,14 +220,8 @@ class _CheckedReader:
 class ObjectStore:
     """One bucket and key prefix. Thread-safe if the client is (boto3 clients are)."""
 
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        prefix: str = "",
-        part_size_bytes: int = 8 * MIB,
-        max_concurrency: int = 2,
-    ) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str = "",
+                 part_size_bytes: int = 8 * MIB, max_concurrency: int = 2) -> None:
         if part_size_bytes < MIN_PART_SIZE_BYTES:
             raise ValueError(f"part_size_bytes must be at least {MIN_PART_SIZE_BYTES}")
         prefix = prefix.lstrip("/")
@@ -256,12 +229,9 @@ class ObjectStore:
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.transfer_config = TransferConfig(
-            multipart_threshold=part_size_bytes,
-            multipart_chunksize=part_size_bytes,
-            max_concurrency=max_concurrency,
-            use_threads=max_concurrency > 1,
-            preferred_transfer_client="classic",
-        )
+            multipart_threshold=part_size_bytes, multipart_chunksize=part_size_bytes,
+            max_concurrency=max_concurrency, use_threads=max_concurrency > 1,
+            preferred_transfer_client="classic")
         # Parts of a non-seekable stream s3transfer may read ahead (default 10): no more
         # than the threads can upload at once.
         self.transfer_config.max_in_memory_upload_chunks = max_concurrency
@@ -280,11 +250,11 @@ class ObjectStore:
 
     def result_key(self, job_id: str, extension: str) -> str:
         """The one key of a job's result: a retry overwrites it, never duplicates it."""
-        return f"{self.prefix}{_checked_job_id(job_id)}{_normalised_extension(extension)}"
+        return f"{self.prefix}{_file_name(job_id, extension)}"
 
     def input_key(self, job_id: str, extension: str) -> str:
         """The one key of a job's staged input."""
-        return f"{self.prefix}inputs/{_checked_job_id(job_id)}{_normalised_extension(extension)}"
+        return f"{self.prefix}inputs/{_file_name(job_id, extension)}"
 
     def put_bytes(self, key: str, data: bytes, content_type: str,
                   metadata: Mapping[str, object] | None = None) -> StoredObject:
@@ -302,17 +272,10 @@ class ObjectStore:
                                        ExtraArgs=self._extra_args(content_type, metadata))
         return self.head(key)
 
-    def stream_result(
-        self,
-        key: str,
-        stream: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, object] | None = None,
-        expected_size: int | None = None,
-        expected_width: int | None = None,
-        expected_height: int | None = None,
-    ) -> StoredObject:
+    def stream_result(self, key: str, stream: BinaryIO, *, content_type: str,
+                      metadata: Mapping[str, object] | None = None,
+                      expected_size: int | None = None, expected_width: int | None = None,
+                      expected_height: int | None = None) -> StoredObject:
         """Stream a result into ``key`` with bounded memory, checking it on the way.
 
         The image header is read and checked (format, dimensions) before anything is
@@ -342,8 +305,8 @@ class ObjectStore:
             raise
         log.info("stored %s: %d bytes, %s %dx%d", stored.uri, stored.size_bytes,
                  info.format, info.width, info.height)
-        return stored.model_copy(update={"width": info.width, "height": info.height,
-                                         "image_format": info.format, "metadata": {}})
+        return stored.model_copy(
+            update={"width": info.width, "height": info.height, "image_format": info.format})
 
     def _clean_up_failed_upload(self, key: str, delete_object: bool) -> None:
         """Best effort: remove what a failed upload left at ``key``; never raises."""
@@ -363,7 +326,7 @@ class ObjectStore:
     def presign_get(self, uri_or_key: str, expires_s: int = 3600) -> str:
         """A URL that lets anyone GET the object for ``expires_s`` seconds."""
         bucket, key = self._locate(uri_or_key)
-        with storage_errors(f"presign {self.uri(key)}"):
+        with storage_errors(f"presign s3://{bucket}/{key}"):
             return self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s)
 
@@ -427,10 +390,6 @@ class ObjectStream:
         with storage_errors(f"read {self.uri}"):
             return self._body.read(size)
 
-    def iter_chunks(self, chunk_size_bytes: int = 1024 * 1024) -> Iterator[bytes]:
-        while chunk := self.read(chunk_size_bytes):
-            yield chunk
-
     def close(self) -> None:
         self._body.close()
 
@@ -441,14 +400,9 @@ class ObjectStream:
         self.close()
 
 
-def _checked_job_id(job_id: str) -> str:
-    if not job_id or "/" in job_id or job_id in (".", ".."):
-        raise InvalidInput(f"a job id must be a non-empty name without '/': {job_id!r}")
-    return job_id
-
-
-def _normalised_extension(extension: str) -> str:
+def _file_name(job_id: str, extension: str) -> str:
+    """``job-1`` and ``JPG`` or ``.jpg`` -> ``job-1.jpg``; ``InvalidInput`` if unsafe."""
     extension = extension.lower().lstrip(".")
-    if not extension.isalnum():
-        raise InvalidInput(f"not a file extension: {extension!r}")
-    return "." + extension
+    if not job_id or "/" in job_id or job_id in (".", "..") or not extension.isalnum():
+        raise InvalidInput(f"not a job id and extension: {job_id!r}, {extension!r}")
+    return f"{job_id}.{extension}"

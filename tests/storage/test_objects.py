@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
 import struct
+import threading
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -135,6 +138,39 @@ def test_small_result_is_stored_in_one_request(store):
     assert (stored.size_bytes, stored.width, stored.height) == (len(data), 64, 48)
     with store.open_stream(stored.key) as body:
         assert body.read() == data
+
+
+def test_a_gzip_encoded_requests_response_is_stored_decoded(store):
+    data = real_png(300, 200) + os.urandom(7 * MIB)  # a PNG whose file runs on: two parts
+    body = gzip.compress(data, compresslevel=1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with requests.get(f"http://127.0.0.1:{server.server_port}/r.png", stream=True,
+                          timeout=10) as response:
+            response.raw.decode_content = True
+            stored = store.stream_result("enhanced/from-http.png", response.raw,
+                                         content_type="image/png", expected_size=len(data),
+                                         expected_width=300, expected_height=200)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stored.size_bytes == len(data)
+    with store.open_stream(stored.key) as stored_body:
+        assert stored_body.read() == data
 
 
 def assert_nothing_left(store, key):
