@@ -17,6 +17,8 @@ from .records import RequestRecord
 from .samples import write_samples
 from .state import SandboxState
 
+SHUTDOWN_POLL_S = 0.05  # how often the serving thread checks for stop()
+
 
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: the request log is the record."""
@@ -45,7 +47,8 @@ class SandboxServer:
         """Draw the samples, bind the port and serve from a daemon thread."""
         self._bind()
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="sandbox-http", daemon=True)
+                                        args=(SHUTDOWN_POLL_S,), name="sandbox-http",
+                                        daemon=True)
         self._thread.start()
         return self
 
