@@ -54,7 +54,9 @@ class CannedServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
 
     def add(self, status: int = 200, body: Any = None, **kwargs: Any) -> CannedServer:
         self.answers.append(Canned(status, body, **kwargs))

@@ -1,0 +1,384 @@
+"""HitPawClient: validation before money, every documented answer, and the sandbox contract.
+
+Answers the sandbox can't give come from the canned-answer server (real HTTP); the
+contract tests at the end run against the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from providers import HitPawClient, HitPawRequest
+from providers.base import ImageInfo, Phase
+from providers.errors import (
+    AuthFailed,
+    InsufficientCredits,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    ProtocolError,
+    ProviderJobFailed,
+    ProviderUnavailable,
+    RateLimited,
+)
+from providers.hitpaw_api import HITPAW_ERRORS, MODELS
+
+URL = "https://bucket.example/in/photo.jpg"
+KEY = "hitpaw-test-key"
+ENHANCE_MODELS = [name for name, info in MODELS.items() if info.category == "enhance"]
+GENERATIVE_MODELS = [name for name, info in MODELS.items() if info.category == "generative"]
+
+
+@pytest.fixture
+def client():
+    with HitPawClient(KEY, base_url="http://127.0.0.1:9") as client:
+        yield client
+
+
+def info(width: int, height: int, fmt: str = "JPEG") -> ImageInfo:
+    return ImageInfo(format=fmt, width=width, height=height)
+
+
+# --- Models --------------------------------------------------------------------------------
+
+
+def test_sixteen_models_with_scale_and_category():
+    models = HitPawClient.models()
+    assert len(models) == 16
+    assert len(ENHANCE_MODELS) == 10 and len(GENERATIVE_MODELS) == 6
+    for name, model in models.items():
+        assert model.scale == int(name[-2])
+        assert model.category == ("generative" if name.startswith("generative") else "enhance")
+    assert HitPawClient.default_model() == "general_2x"
+    assert HitPawClient.name == "hitpaw" and not HitPawClient.accepts_upload
+
+
+# --- build_request -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_builds(client, model):
+    request = client.build_request(model, {}, image_url=URL)
+    assert request.payload() == {
+        "model_name": model,
+        "img_url": URL,
+        "extension": ".jpg",
+        "exif": False,
+    }
+
+
+def test_default_model_used_when_none(client):
+    assert client.build_request(None, {}, image_url=URL).model_name == "general_2x"
+
+
+@pytest.mark.parametrize("model", ENHANCE_MODELS)
+def test_dpi_and_exif_sent_with_documented_names(client, model):
+    request = client.build_request(model, {"dpi": 300, "exif": True}, image_url=URL)
+    assert request.payload()["DPI"] == 300 and request.payload()["exif"] is True
+    assert "dpi" not in request.payload()
+
+
+@pytest.mark.parametrize("model", GENERATIVE_MODELS)
+def test_dpi_never_sent_for_generative(client, model):
+    request = client.build_request(model, {"dpi": 300}, image_url=URL)
+    assert "DPI" not in request.payload() and request.dpi is None
+    assert (
+        "DPI"
+        not in HitPawRequest(model_name=model, img_url=URL, extension=".png", DPI=72).payload()
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "image_url", "image_info", "extension"),
+    [
+        ({"extension": "PNG"}, URL, None, ".png"),
+        ({"extension": ".webp"}, URL, info(10, 10), ".webp"),  # explicit wins
+        ({}, URL, info(10, 10, "PNG"), ".png"),
+        ({}, URL, info(10, 10, "MPO"), ".jpg"),
+        ({}, URL, info(10, 10, "TIFF"), ".tiff"),
+        ({}, "https://b.example/x.JFIF?sig=1.2", None, ".jfif"),
+        ({}, "https://b.example/x.heif", None, ".heif"),
+        ({}, "https://b.example/x.tga", None, ".tga"),
+        ({}, "https://b.example/x.bmp", None, ".bmp"),
+        ({}, "https://b.example/x.jpeg", None, ".jpeg"),
+    ],
+)
+def test_extension_sources(client, options, image_url, image_info, extension):
+    request = client.build_request("face_2x", options, image_url=image_url, image_info=image_info)
+    assert request.extension == extension
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_url": URL, "image_file": b"x"}, "only as a URL.*image_file"),
+        ({"image_file": b"x"}, "only as a URL.*image_file"),
+        ({}, "needs image_url"),
+        ({"image_url": "https://b.example/noext"}, "needs the image's extension"),
+        ({"image_url": "https://b.example/x.gif"}, r"extension \.gif is not accepted"),
+        ({"image_url": URL, "image_info": info(5, 5, "GIF")}, r"extension \.gif"),
+        ({"image_url": "ftp://b.example/x.jpg"}, "img_url"),
+    ],
+)
+def test_source_and_extension_refused(client, kwargs, message):
+    with pytest.raises(InvalidInput, match=message):
+        client.build_request("face_2x", {}, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dpi": "300"}, "dpi"),
+        ({"dpi": 0}, "dpi"),
+        ({"dpi": True}, "dpi"),
+        ({"exif": "yes"}, "exif"),
+        ({"extension": ".psd"}, r"extension \.psd is not accepted"),
+        ({"scale": 2}, "does not take option.*scale.*it takes: dpi, exif, extension"),
+    ],
+)
+def test_bad_options_refused(client, options, message):
+    with pytest.raises(InvalidInput, match=message):
+        client.build_request("face_2x", options, image_url=URL)
+
+
+def test_unknown_model_refused_naming_it(client):
+    with pytest.raises(InvalidInput, match="no model 'enhanced_v1'"):
+        client.build_request("enhanced_v1", {}, image_url=URL)
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "message"),
+    [
+        (
+            "face_2x",
+            (10_000, 8_020),
+            r"^input is 80\.2 MP \(10000 x 8020\); face_2x accepts at most 70 MP$",
+        ),
+        ("detail_denoise_1x", (7_001, 10_000), r"input is 70\.01 MP .*at most 70 MP"),
+        (
+            "general_4x",
+            (6_000, 5_000),
+            r"output would be 480\.0 MP \(24000 x 20000\); general_4x produces at most 432 MP",
+        ),
+        (
+            "generative_1x",
+            (7_000, 5_000),
+            r"input is 35\.0 MP .*generative_1x accepts at most 34 MP",
+        ),
+        (
+            "generative_2x",
+            (4_000, 3_000),
+            r"output would be 48\.0 MP \(8000 x 6000\); generative_2x produces at most 34 MP",
+        ),
+        ("generative_portrait_4x", (1_500, 1_500), r"output would be 36\.0 MP"),
+    ],
+)
+def test_megapixel_limits(client, model, size, message):
+    with pytest.raises(InvalidInput, match=message):
+        client.build_request(model, {}, image_url=URL, image_info=info(*size))
+
+
+@pytest.mark.parametrize(
+    ("model", "size"),
+    [
+        ("face_2x", (10_000, 7_000)),  # exactly 70 MP in, 280 MP out
+        ("general_4x", (5_196, 5_196)),  # 27 MP in, 432 MP out
+        ("generative_1x", (6_800, 5_000)),  # exactly 34 MP
+        ("generative_2x", (2_915, 2_915)),  # 8.5 MP in, 34 MP out
+    ],
+)
+def test_limits_are_inclusive(client, model, size):
+    client.build_request(model, {}, image_url=URL, image_info=info(*size))
+
+
+def test_submit_refuses_foreign_request(client):
+    with pytest.raises(TypeError):
+        client.submit({"model_name": "face_2x"})
+
+
+def test_key_not_in_repr(client):
+    assert KEY not in repr(client)
+
+
+# --- Answers over real HTTP (canned) -------------------------------------------------------
+
+
+def canned_client(canned) -> HitPawClient:
+    return HitPawClient(KEY, base_url=canned.base_url, connect_timeout_s=1, read_timeout_s=2)
+
+
+def ok(data: dict) -> dict:
+    return {"code": 200, "message": "OK", "data": data}
+
+
+def test_submit_sends_documented_body_and_returns_job(canned):
+    canned.add(200, ok({"job_id": "job-1", "consume_coins": 75}))
+    client = canned_client(canned)
+    request = client.build_request("face_2x", {"dpi": 300, "exif": True}, image_url=URL)
+    submission = client.submit(request)
+    assert (submission.provider, submission.job_id, submission.cost) == ("hitpaw", "job-1", 75)
+    sent = canned.received[0]
+    assert (sent.method, sent.path) == ("POST", "/api/photo-enhancer")
+    assert sent.headers["Apikey"] == KEY
+    assert sent.headers["Content-Type"] == "application/json"
+    assert json.loads(sent.body) == {
+        "model_name": "face_2x",
+        "img_url": URL,
+        "extension": ".jpg",
+        "exif": True,
+        "DPI": 300,
+    }
+
+
+def test_submit_without_coins_keeps_the_job(canned):
+    canned.add(200, ok({"job_id": "job-2"}))
+    client = canned_client(canned)
+    assert client.submit(client.build_request(None, {}, image_url=URL)).cost is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"job_id": "job-1", "consume_coins": 75},  # the vendor sample's shape
+        {"code": 200, "message": "OK"},
+        {"code": 200, "data": {"consume_coins": 75}},
+        {"code": 200, "data": {"job_id": ""}},
+        [1, 2],
+        "not json at all",
+        "",
+    ],
+)
+def test_submit_answer_of_no_documented_shape(canned, body):
+    canned.add(200, body)
+    client = canned_client(canned)
+    with pytest.raises(ProtocolError) as error:
+        client.submit(client.build_request(None, {}, image_url=URL))
+    assert error.value.http_status == 200
+    assert error.value.body == (json.dumps(body) if not isinstance(body, str) else body)
+
+
+DOCUMENTED = sorted(HITPAW_ERRORS.items())
+
+
+@pytest.mark.parametrize(("code", "cls"), DOCUMENTED)
+def test_every_error_code_as_http_error(canned, code, cls):
+    http_status = code // 1000 % 1000
+    canned.add(http_status, {"error_code": code, "message": "vendor says no"})
+    client = canned_client(canned)
+    with pytest.raises(cls) as error:
+        client.submit(client.build_request(None, {}, image_url=URL))
+    assert type(error.value) is cls
+    assert (error.value.vendor_code, error.value.http_status) == (code, http_status)
+    assert f"error_code {code}" in str(error.value) and "vendor says no" in str(error.value)
+
+
+@pytest.mark.parametrize(("code", "cls"), DOCUMENTED)
+def test_every_error_code_in_a_200_envelope(canned, code, cls):
+    canned.add(200, {"code": code, "message": "vendor says no", "data": None})
+    client = canned_client(canned)
+    with pytest.raises(cls) as error:
+        client.query("job-1")
+    assert type(error.value) is cls and error.value.vendor_code == code
+
+
+def test_expected_classes_for_documented_codes():
+    expect = {
+        AuthFailed: {110400000, 100401000, 100403001, 100403002, 100400000},
+        RateLimited: {100429000},
+        InsufficientCredits: {110402000, 110402001, 110402004},
+        NotFound: {110400002},
+        ProviderJobFailed: {110400003},
+        InvalidInput: {100400001, 100400002, 100403000, 110400005}
+        | {110400007, 110400008, 110400009, 110400010, 110400011},
+        ProviderUnavailable: set(range(100500000, 100500008)),
+    }
+    assert {code: cls for cls, codes in expect.items() for code in codes} == HITPAW_ERRORS
+
+
+def test_rate_limited_carries_retry_after(canned):
+    canned.add(429, {"error_code": 100429000, "message": "Too many"}, headers={"Retry-After": "7"})
+    with pytest.raises(RateLimited) as error:
+        canned_client(canned).query("job-1")
+    assert error.value.retry_after_s == 7.0 and error.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("http_status", "body", "cls"),
+    [
+        (429, {"error_code": 999, "message": "?"}, RateLimited),
+        (503, {"error_code": 120500123, "message": "?"}, ProviderUnavailable),
+        (418, {"error_code": 120418000, "message": "?"}, PermanentError),
+        (502, "<html>bad gateway</html>", ProviderUnavailable),
+        (500, "", ProviderUnavailable),
+        (404, "", NotFound),
+        (200, {"code": 120503001, "message": "?"}, ProviderUnavailable),  # status in the code
+        (200, {"code": 429, "message": "?"}, RateLimited),  # a status-like envelope code
+        (200, {"code": 12345, "message": "?"}, ProtocolError),  # no status to go by
+        (200, {"code": "abc", "message": "?"}, ProtocolError),
+        (400, {"code": 200, "data": {"job_id": "x"}}, InvalidInput),  # HTTP says failure
+    ],
+)
+def test_unknown_codes_by_http_status(canned, http_status, body, cls):
+    canned.add(http_status, body)
+    with pytest.raises(cls) as error:
+        canned_client(canned).query("job-1")
+    assert type(error.value) is cls
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["CONVERTING", "WAITING", "PENDING", "INPUT_PREPARING", "CONVERT_COMPLETED"]
+    + ["OUTPUT_SAVING", "OUTPUT_SAVED"],
+)
+def test_in_progress_statuses(canned, status):
+    canned.add(200, ok({"job_id": "j", "status": status}))
+    job = canned_client(canned).query("j")
+    assert (job.phase, job.raw_status, job.result_url) == (Phase.IN_PROGRESS, status, None)
+    sent = canned.received[0]
+    assert (sent.path, json.loads(sent.body)) == ("/api/task-status", {"job_id": "j"})
+
+
+@pytest.mark.parametrize(
+    "status", ["ERROR", "ERROR_INTERRUPTION", "TIMEOUT", "CANCEL", "REJECT", "NSFW"]
+)
+def test_failed_statuses(canned, status):
+    canned.add(200, ok({"job_id": "j", "status": status}))
+    job = canned_client(canned).query("j")
+    assert (job.phase, job.error_code) == (Phase.FAILED, "provider_failed")
+    assert status in job.error_message
+
+
+def test_completed_has_result_url_and_expiry(canned):
+    canned.add(200, ok({"job_id": "j", "status": "COMPLETED", "res_url": "https://r/x.jpg"}))
+    client = HitPawClient(KEY, base_url=canned.base_url, result_ttl_s=600)
+    before = datetime.now(UTC)
+    job = client.query("j")
+    assert (job.phase, job.result_url) == (Phase.COMPLETED, "https://r/x.jpg")
+    assert before + timedelta(seconds=600) <= job.result_expires_at
+    assert job.result_expires_at <= datetime.now(UTC) + timedelta(seconds=600)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"job_id": "j", "status": "COMPLETED"},
+        {"job_id": "j", "status": "COMPLETED", "res_url": ""},
+        {"job_id": "j", "status": "SUCCESS", "res_url": "https://r/x.jpg"},
+        {"job_id": "j", "status": "completed", "res_url": "https://r/x.jpg"},
+        {"job_id": "j"},
+        {"job_id": "j", "status": 1},
+    ],
+)
+def test_unknown_or_incomplete_status_is_never_success(canned, data):
+    canned.add(200, ok(data))
+    with pytest.raises(ProtocolError):
+        canned_client(canned).query("j")
+
+
+def test_empty_job_id_refused_without_a_request(canned):
+    with pytest.raises(InvalidInput):
+        canned_client(canned).query("")
+    assert canned.received == []
