@@ -104,7 +104,7 @@ def duration_s(value: str | int | float) -> float:
 
 def test_compose_file_validates_and_has_every_role(services):
     expected = {"redis", "minio", "minio-init", "sandbox", "worker", "store-worker", "beat",
-                "flower", "prometheus"}
+                "flower", "metrics", "prometheus"}
     assert expected <= set(services)
     assert set(app_services(services)) >= {"sandbox", "worker", "store-worker", "beat",
                                            "flower"}
@@ -215,15 +215,15 @@ def test_bucket_is_created_before_workers_start(services):
         assert condition == "service_completed_successfully"
 
 
-def test_prometheus_scrapes_every_worker_service_and_flower(services):
+def test_prometheus_scrapes_the_one_metrics_server_and_flower(services):
     config = yaml.safe_load(PROMETHEUS_FILE.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     metrics_port = Settings.model_fields["metrics_port"].default
-    dns = jobs["enhance-workers"]["dns_sd_configs"][0]
-    assert set(dns["names"]) == set(WORKER_SERVICES)
-    assert dns["port"] == metrics_port
-    for name in WORKER_SERVICES:
-        assert int(services[name]["environment"]["METRICS_PORT"]) == metrics_port
+    # Job metrics are read from Redis: one server, or every figure is counted N times.
+    servers = [n for n, s in app_services(services).items() if s["command"][0] == "metrics"]
+    assert servers == ["metrics"]
+    assert int(services["metrics"]["environment"]["METRICS_PORT"]) == metrics_port
+    assert jobs["enhance-jobs"]["static_configs"][0]["targets"] == [f"metrics:{metrics_port}"]
     assert jobs["flower"]["metrics_path"] == "/metrics"
     assert jobs["flower"]["static_configs"][0]["targets"] == ["flower:5555"]
     assert "5555" in services["flower"]["command"]
