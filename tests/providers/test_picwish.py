@@ -1,0 +1,327 @@
+"""PicWishClient: validation before money, every documented answer and state.
+
+Answers the sandbox can't give come from the canned-answer server (real HTTP); the
+contract tests run against the sandbox in test_contract_*.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from providers import PicWishClient, PicWishRequest, get_provider_class
+from providers.base import ImageInfo, Phase
+from providers.errors import (
+    AuthFailed,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    ProtocolError,
+    ProviderUnavailable,
+    RateLimited,
+)
+from tests.providers.conftest import image_bytes, png_header_only
+
+URL = "https://bucket.example/in/photo.jpg"
+KEY = "picwish-test-key"
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def client():
+    with PicWishClient(KEY, base_url="http://127.0.0.1:9") as client:
+        yield client
+
+
+def canned_client(canned) -> PicWishClient:
+    return PicWishClient(KEY, base_url=canned.base_url, connect_timeout_s=1, read_timeout_s=2)
+
+
+def info(width: int, height: int, fmt: str = "JPEG", size_bytes: int | None = None) -> ImageInfo:
+    return ImageInfo(format=fmt, width=width, height=height, size_bytes=size_bytes)
+
+
+# --- Models and registry -------------------------------------------------------------------
+
+
+def test_models_and_class_attributes():
+    models = PicWishClient.models()
+    assert {name: (m.cost, m.category) for name, m in models.items()} == {
+        "ultra_hd": (5, "ultra_hd"),
+        "hd": (4, "hd"),
+    }
+    assert PicWishClient.default_model() == "ultra_hd"
+    assert PicWishClient.max_url_chars == 512 and PicWishClient.accepts_upload
+    assert PicWishClient.max_upload_bytes == 30 * MB
+
+
+def test_registry():
+    assert get_provider_class("picwish") is PicWishClient
+    assert get_provider_class("hitpaw").name == "hitpaw"
+    with pytest.raises(InvalidInput, match="unknown provider 'dall-e'"):
+        get_provider_class("dall-e")
+
+
+# --- build_request -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "type_"), [("ultra_hd", 0), ("hd", 1), (None, 0)])
+def test_models_map_to_type(client, model, type_):
+    request = client.build_request(model, {}, image_url=URL)
+    assert (request.type, request.sync, request.return_type) == (type_, 0, 1)
+    assert request.image_url == URL and request.image_file is None
+
+
+def test_every_parameter(client):
+    request = client.build_request("hd", {"sync": 1, "return_type": 2}, image_url=URL)
+    assert request.multipart() == {
+        "sync": (None, "1"),
+        "type": (None, "1"),
+        "return_type": (None, "2"),
+        "image_url": (None, URL),
+    }
+
+
+def test_upload_is_inspected_and_named(client):
+    data = image_bytes("PNG", (40, 30))
+    request = client.build_request(None, {}, image_file=data)
+    assert request.filename == "image.png" and request.image_url is None
+    assert request.multipart()["image_file"] == ("image.png", data)
+    assert "image_file" not in repr(request)  # the bytes never reach a log line
+
+
+def test_upload_filename_option(client):
+    data = image_bytes("JPEG")
+    request = client.build_request(None, {"filename": "mine.jpg"}, image_file=data)
+    assert request.filename == "mine.jpg"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "options", "message"),
+    [
+        ({}, {}, "exactly one of image_url and image_file"),
+        ({"image_url": URL, "image_file": b"x"}, {}, "exactly one"),
+        (
+            {"image_url": "https://b.example/" + "a" * 495 + ".jpg"},
+            {},
+            "image_url is 517 characters; picwish accepts at most 512",
+        ),
+        ({"image_url": "https://b.example/x.gif"}, {}, "format gif is not accepted by picwish"),
+        ({"image_url": URL, "image_info": info(10, 10, "TGA")}, {}, "format tga is not accepted"),
+        ({"image_file": b"not an image"}, {}, "not a recognised image"),
+        ({"image_file": image_bytes("GIF")}, {}, "format gif"),
+        (
+            {"image_file": png_header_only(4097, 100)},
+            {},
+            "image is 4097 x 100 px; picwish accepts at most 4096 x 4096",
+        ),
+        ({"image_url": URL, "image_info": info(100, 5000)}, {}, "100 x 5000 px"),
+        (
+            {"image_url": URL, "image_info": info(10, 10, size_bytes=31 * MB)},
+            {},
+            "image is 31.0 MB; picwish accepts at most 30 MB",
+        ),
+        ({"image_url": URL}, {"sync": 2}, "sync"),
+        ({"image_url": URL}, {"return_type": 3}, "return_type"),
+        ({"image_url": URL}, {"type": 1}, "does not take option.*type"),
+    ],
+)
+def test_refused_before_money(client, kwargs, options, message):
+    with pytest.raises(InvalidInput, match=message):
+        client.build_request(None, options, **kwargs)
+
+
+def test_upload_over_30_mb_refused_naming_the_size(client):
+    data = png_header_only(100, 100) + b"\0" * (30 * MB)
+    with pytest.raises(InvalidInput, match=r"image is 30\.0 MB; picwish accepts at most 30 MB"):
+        client.build_request(None, {}, image_file=data)
+
+
+def test_limits_inclusive(client):
+    client.build_request(None, {}, image_url="https://b/" + "a" * 498 + ".png")  # 512 chars
+    client.build_request(None, {}, image_url=URL, image_info=info(4096, 4096, size_bytes=30 * MB))
+    for ext in ("jpg", "jpeg", "bmp", "png", "webp", "tiff", "bitmap"):
+        client.build_request(None, {}, image_url=f"https://b/x.{ext}")
+    client.build_request(None, {}, image_url="https://b/no-extension")  # can't tell: allowed
+
+
+def test_unknown_model(client):
+    with pytest.raises(InvalidInput, match="no model 'x4'"):
+        client.build_request("x4", {}, image_url=URL)
+
+
+def test_request_model_guards_itself():
+    with pytest.raises(ValueError, match="exactly one"):
+        PicWishRequest()
+
+
+# --- Answers over real HTTP (canned) -------------------------------------------------------
+
+
+def test_submit_is_multipart_with_key(canned):
+    canned.add(200, {"status": 200, "message": "success", "data": {"task_id": "t-1"}})
+    client = canned_client(canned)
+    data = image_bytes("PNG", (20, 10))
+    submission = client.submit(client.build_request("hd", {}, image_file=data))
+    assert (submission.job_id, submission.cost, submission.status) == ("t-1", 4, None)
+    sent = canned.received[0]
+    assert (sent.method, sent.path) == ("POST", "/api/tasks/visual/scale-pro")
+    assert sent.headers["X-API-KEY"] == KEY
+    assert sent.headers["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert b'name="image_file"; filename="image.png"' in sent.body and data in sent.body
+    assert b'name="type"\r\n\r\n1\r\n' in sent.body
+    assert b'name="image_url"' not in sent.body
+
+
+def test_url_submit_is_multipart_too(canned):
+    canned.add(200, {"status": 200, "data": {"task_id": "t-2"}})
+    client = canned_client(canned)
+    assert client.submit(client.build_request(None, {}, image_url=URL)).cost == 5
+    sent = canned.received[0]
+    assert sent.headers["Content-Type"].startswith("multipart/form-data")
+    assert f'name="image_url"\r\n\r\n{URL}\r\n'.encode() in sent.body
+
+
+def done(**fields) -> dict:
+    data = {
+        "task_id": "t",
+        "state": 1,
+        "progress": 100,
+        "image": "https://r.example/out.jpg",
+        "return_type": 1,
+        "type": 0,
+        "image_width": 1024,
+        "image_height": 768,
+        "image_size_kb": 200,
+        "out_format": "jpg",
+        "created_at": 1_700_000_000,
+        "completed_at": 1_700_000_010,
+        "state_detail": "Complete",
+    }
+    return {"status": 200, "message": "success", "data": {**data, **fields}}
+
+
+def test_sync_submit_carries_the_status(canned):
+    canned.add(200, done())
+    client = canned_client(canned)
+    submission = client.submit(client.build_request(None, {"sync": 1}, image_url=URL))
+    assert submission.job_id == "t" and submission.status.phase is Phase.COMPLETED
+
+
+def test_completed_url_with_every_field(canned):
+    canned.add(200, done())
+    job = canned_client(canned).query("t/1 x")
+    assert canned.received[0].path == "/api/tasks/visual/scale-pro/t%2F1%20x"
+    assert (job.phase, job.result_url, job.result_bytes) == (
+        Phase.COMPLETED,
+        "https://r.example/out.jpg",
+        None,
+    )
+    assert (job.width, job.height, job.size_bytes, job.out_format) == (1024, 768, 200 * 1024, "jpg")
+    assert (job.cost, job.progress, job.raw_status) == (5, 100, "1")
+    assert job.result_expires_at == datetime.fromtimestamp(1_700_000_010 + 3600, UTC)
+
+
+def test_completed_base64(canned):
+    payload = image_bytes("PNG", (8, 8))
+    canned.add(200, done(image=base64.b64encode(payload).decode(), return_type=2, type=1))
+    job = canned_client(canned).query("t")
+    assert (job.result_bytes, job.result_url, job.cost) == (payload, None, 4)
+
+
+def test_expiry_from_now_without_completed_at(canned):
+    canned.add(200, done(completed_at=None))
+    job = canned_client(canned).query("t")
+    assert job.result_expires_at - datetime.now(UTC) <= timedelta(hours=1)
+    assert job.result_expires_at - datetime.now(UTC) > timedelta(minutes=59)
+
+
+@pytest.mark.parametrize(("state", "progress"), [(0, 0), (2, 5), (3, 10), (4, 55), (7, 60)])
+def test_in_progress_states(canned, state, progress):
+    canned.add(200, {"status": 200, "data": {"task_id": "t", "state": state, "progress": progress}})
+    job = canned_client(canned).query("t")
+    assert (job.phase, job.progress, job.result_url) == (Phase.IN_PROGRESS, progress, None)
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "words"),
+    [
+        (-1, "provider_failed", "processing failed"),
+        (-2, "provider_failed", "result upload failed"),
+        (-3, "invalid_input", "could not download the source URL"),
+        (-5, "invalid_input", "image too large"),
+        (-7, "invalid_input", "invalid image"),
+        (-8, "provider_failed", "processing timed out"),
+        (-12, "provider_failed", "task failed"),
+    ],
+)
+def test_failed_states(canned, state, code, words):
+    body = {"status": 200, "data": {"task_id": "t", "state": state, "state_detail": "detail!"}}
+    canned.add(200, body)
+    job = canned_client(canned).query("t")
+    assert (job.phase, job.error_code) == (Phase.FAILED, code)
+    assert words in job.error_message and "detail!" in job.error_message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": 200, "data": {"task_id": "t"}},
+        {"status": 200, "data": {"task_id": "t", "state": "done"}},
+        {"status": 200, "data": {"task_id": "t", "state": None}},
+        {"status": 200, "data": {"task_id": "t", "state": True}},
+        {"status": 200, "data": {"task_id": "t", "state": 1}},  # done without image
+        {"status": 200, "data": {"task_id": "t", "state": 1, "image": "%%", "return_type": 2}},
+        {"status": 200},
+        {"data": {"task_id": "t", "state": 1}},
+        {"task_id": "t", "state": 1},
+        "<html>oops</html>",
+    ],
+)
+def test_no_documented_shape(canned, body):
+    canned.add(200, body)
+    with pytest.raises(ProtocolError) as error:
+        canned_client(canned).query("t")
+    assert error.value.body
+
+
+@pytest.mark.parametrize(
+    ("http_status", "cls"),
+    [(400, InvalidInput), (401, AuthFailed), (404, NotFound), (413, InvalidInput)]
+    + [(429, RateLimited), (500, ProviderUnavailable), (502, ProviderUnavailable)]
+    + [(409, PermanentError)],
+)
+def test_http_statuses(canned, http_status, cls):
+    canned.add(http_status, {"status": http_status, "message": "vendor says no"})
+    canned.add(200, {"status": http_status, "message": "vendor says no"})
+    client = canned_client(canned)
+    for _ in range(2):  # as an HTTP status, then as the body status of an HTTP 200
+        with pytest.raises(cls) as error:
+            client.query("t")
+        assert type(error.value) is cls and "vendor says no" in str(error.value)
+
+
+def test_429_retry_after(canned):
+    canned.add(429, {"status": 429, "message": "qps"}, headers={"Retry-After": "2"})
+    with pytest.raises(RateLimited) as error:
+        canned_client(canned).query("t")
+    assert error.value.retry_after_s == 2.0
+
+
+def test_submit_without_task_id(canned):
+    canned.add(200, {"status": 200, "data": {}})
+    client = canned_client(canned)
+    with pytest.raises(ProtocolError, match="task_id"):
+        client.submit(client.build_request(None, {}, image_url=URL))
+
+
+def test_empty_task_id_refused_without_a_request(canned):
+    with pytest.raises(InvalidInput):
+        canned_client(canned).query("")
+    assert canned.received == []
+
+
+def test_key_not_in_repr(client):
+    assert KEY not in repr(client)
