@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from providers.sandbox.config import DEFAULT_HITPAW_KEY, DEFAULT_PICWISH_KEY
 from workers.constants import ALL_QUEUES, STORE_QUEUE
 from workers.settings import Settings
 
@@ -140,6 +141,9 @@ def test_compose_defaults_are_valid_settings_pointing_at_the_stack(services):
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert settings.hitpaw_base_url == settings.picwish_base_url == "http://sandbox:8080"
     assert env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
+    # The sandbox gets no key from compose, so the workers must default to the ones it accepts.
+    assert env["HITPAW_API_KEY"] == DEFAULT_HITPAW_KEY
+    assert env["PICWISH_API_KEY"] == DEFAULT_PICWISH_KEY
 
 
 def test_real_provider_settings_in_env_file_reach_workers_but_not_the_sandbox(tmp_path):
