@@ -147,3 +147,18 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def poll_until_done(client, job_id: str, timeout_s: float = 15.0, interval_s: float = 0.02):
+    """Query until the job leaves IN_PROGRESS; return the final ``JobStatus`` and raw statuses."""
+    from providers.base import Phase
+
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        job = client.query(job_id)
+        seen.append(job.raw_status)
+        if job.phase is not Phase.IN_PROGRESS:
+            return job, seen
+        time.sleep(interval_s)
+    raise AssertionError(f"job {job_id} still in progress after {timeout_s} s: {seen[-5:]}")

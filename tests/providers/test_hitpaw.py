@@ -6,10 +6,13 @@ contract tests at the end run against the sandbox.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
+from PIL import Image
 
 from providers import HitPawClient, HitPawRequest
 from providers.base import ImageInfo, Phase
@@ -25,6 +28,9 @@ from providers.errors import (
     RateLimited,
 )
 from providers.hitpaw_api import HITPAW_ERRORS, MODELS
+from providers.images import inspect_image
+from providers.sandbox.samples import EXIF_MAKE, SAMPLE_CAMERA
+from tests.providers.conftest import png_header_only, poll_until_done
 
 URL = "https://bucket.example/in/photo.jpg"
 KEY = "hitpaw-test-key"
@@ -382,3 +388,169 @@ def test_empty_job_id_refused_without_a_request(canned):
     with pytest.raises(InvalidInput):
         canned_client(canned).query("")
     assert canned.received == []
+
+
+# --- Contract: the client against the sandbox over real HTTP -------------------------------
+
+integration = pytest.mark.integration
+
+
+def sandbox_client(sb, key: str | None = None) -> HitPawClient:
+    key = sb.hitpaw_key if key is None else key
+    return HitPawClient(key, base_url=sb.base_url, connect_timeout_s=2, read_timeout_s=10)
+
+
+def fetch_image(url: str) -> tuple[ImageInfo, Image.Image]:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text[:200]
+    image = Image.open(io.BytesIO(response.content))
+    return inspect_image(response.content), image
+
+
+def run_job(sb, model: str, sample: str = "portrait.jpg", **options):
+    client = sandbox_client(sb)
+    url = sb.sample_url(sample)
+    source, _ = fetch_image(url)
+    submission = client.submit(
+        client.build_request(model, options, image_url=url, image_info=source)
+    )
+    assert submission.provider == "hitpaw" and submission.cost and submission.cost > 0
+    job, seen = poll_until_done(client, submission.job_id)
+    return source, job, seen
+
+
+@integration
+@pytest.mark.parametrize("model", list(MODELS))
+def test_contract_every_model_to_a_downloaded_result(sandbox, model):
+    source, job, seen = run_job(sandbox, model)
+    assert job.phase is Phase.COMPLETED, job
+    assert set(seen) <= {"WAITING", "CONVERTING", "COMPLETED"}
+    assert job.result_expires_at > datetime.now(UTC)
+    result, _ = fetch_image(job.result_url)
+    scale = MODELS[model].scale
+    assert (result.width, result.height) == (source.width * scale, source.height * scale)
+    assert sandbox.count(provider="hitpaw", kind="submit") == 1  # a paid call is never repeated
+
+
+@integration
+@pytest.mark.parametrize("sample", ["portrait.jpg", "product.png", "landscape.webp", "scan.bmp"])
+def test_contract_extension_from_the_url(sandbox, sample):
+    client = sandbox_client(sandbox)
+    submission = client.submit(client.build_request(None, {}, image_url=sandbox.sample_url(sample)))
+    job, _ = poll_until_done(client, submission.job_id)
+    result, _ = fetch_image(job.result_url)
+    assert (
+        result.format
+        == inspect_image(requests.get(sandbox.sample_url(sample), timeout=10).content).format
+    )
+
+
+@integration
+def test_contract_dpi_and_exif(sandbox):
+    _, job, _ = run_job(sandbox, "face_2x", dpi=300, exif=True)
+    _, image = fetch_image(job.result_url)
+    assert round(image.info["dpi"][0]) == 300
+    assert image.getexif().get(EXIF_MAKE) == SAMPLE_CAMERA[0]
+    _, job, _ = run_job(sandbox, "face_2x")
+    _, image = fetch_image(job.result_url)
+    assert EXIF_MAKE not in image.getexif()
+
+
+@integration
+def test_contract_generative_ignores_dpi(sandbox):
+    source, job, _ = run_job(sandbox, "generative_2x", dpi=300)
+    result, _ = fetch_image(job.result_url)
+    assert (result.width, result.height) == (source.width * 2, source.height * 2)
+
+
+@integration
+def test_contract_bad_key(sandbox):
+    client = sandbox_client(sandbox, key="not-the-key")
+    with pytest.raises(AuthFailed) as error:
+        client.submit(client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg")))
+    assert error.value.vendor_code == 110400000 and "not-the-key" not in str(error.value)
+
+
+@integration
+def test_contract_error_in_a_200_envelope(sandbox):
+    sandbox.configure(rate_envelope_error=1.0)
+    with pytest.raises(NotFound) as error:
+        sandbox_client(sandbox).query("no-such-job")
+    assert (error.value.vendor_code, error.value.http_status) == (110400002, 200)
+
+
+@integration
+def test_contract_unknown_job(sandbox):
+    with pytest.raises(NotFound):
+        sandbox_client(sandbox).query("no-such-job")
+
+
+@integration
+@pytest.mark.parametrize(
+    ("fault", "cls"),
+    [
+        ({"rate_429": 1.0, "retry_after_s": 3}, RateLimited),
+        ({"rate_5xx": 1.0}, ProviderUnavailable),
+    ],
+)
+def test_contract_transient_faults(sandbox, fault, cls):
+    sandbox.configure(**fault)
+    client = sandbox_client(sandbox)
+    with pytest.raises(cls) as error:
+        client.submit(client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg")))
+    assert error.value.retryable
+    if cls is RateLimited:
+        assert error.value.retry_after_s == 3.0
+
+
+@integration
+@pytest.mark.parametrize("kind", ["truncated", "flat", "html", "empty"])
+def test_contract_malformed_answers(sandbox, kind):
+    client = sandbox_client(sandbox)
+    request = client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg"))
+    sandbox.configure(rate_malformed=1.0, malformed_kinds=(kind,))
+    with pytest.raises(ProtocolError) as error:
+        client.submit(request)
+    assert error.value.http_status == 200
+
+
+@integration
+def test_contract_out_of_coins(sandbox):
+    sandbox.configure(hitpaw_coins=0)
+    client = sandbox_client(sandbox)
+    with pytest.raises(InsufficientCredits) as error:
+        client.submit(client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg")))
+    assert error.value.http_status == 402
+
+
+@integration
+def test_contract_job_failure(sandbox):
+    sandbox.configure(rate_job_failure=1.0)
+    _, job, _ = run_job(sandbox, "general_2x")
+    assert (job.phase, job.error_code, job.raw_status) == (Phase.FAILED, "provider_failed", "ERROR")
+
+
+@integration
+def test_contract_limits_checked_before_money_and_by_the_vendor(sandbox):
+    url = sandbox.add_sample("big.png", png_header_only(10_000, 8_020))
+    client = sandbox_client(sandbox)
+    with pytest.raises(InvalidInput, match="input is 80.2 MP"):
+        client.build_request("face_2x", {}, image_url=url, image_info=fetch_image(url)[0])
+    assert sandbox.count(provider="hitpaw", kind="submit") == 0
+    bypass = HitPawRequest(model_name="face_2x", img_url=url, extension=".png")
+    with pytest.raises(InvalidInput) as error:
+        client.submit(bypass)
+    assert error.value.vendor_code == 110400009
+
+
+@integration
+@pytest.mark.parametrize(
+    ("img_url", "extension", "code"),
+    [("{sample}", ".gif", 110400007), ("http://127.0.0.1:9/gone.jpg", ".jpg", 100400001)],
+)
+def test_contract_vendor_side_validation(sandbox, img_url, extension, code):
+    img_url = img_url.format(sample=sandbox.sample_url("portrait.jpg"))
+    request = HitPawRequest(model_name="face_2x", img_url=img_url, extension=extension)
+    with pytest.raises(InvalidInput) as error:
+        sandbox_client(sandbox).submit(request)
+    assert error.value.vendor_code == code
