@@ -7,14 +7,17 @@ contract tests run against the sandbox in test_contract_*.
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from providers import PicWishClient, PicWishRequest, get_provider_class
 from providers.base import ImageInfo, Phase
 from providers.errors import (
     AuthFailed,
+    InsufficientCredits,
     InvalidInput,
     NotFound,
     PermanentError,
@@ -22,7 +25,8 @@ from providers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from tests.providers.conftest import image_bytes, png_header_only
+from providers.images import inspect_image
+from tests.providers.conftest import image_bytes, png_header_only, poll_until_done
 
 URL = "https://bucket.example/in/photo.jpg"
 KEY = "picwish-test-key"
@@ -325,3 +329,182 @@ def test_empty_task_id_refused_without_a_request(canned):
 
 def test_key_not_in_repr(client):
     assert KEY not in repr(client)
+
+
+# --- Contract: the client against the sandbox over real HTTP -------------------------------
+
+integration = pytest.mark.integration
+
+
+def sandbox_client(sb, key: str | None = None) -> PicWishClient:
+    key = sb.picwish_key if key is None else key
+    return PicWishClient(key, base_url=sb.base_url, connect_timeout_s=2, read_timeout_s=15)
+
+
+def download(url: str) -> bytes:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text[:200]
+    return response.content
+
+
+def source_kwargs(sb, upload: bool, sample: str = "portrait.jpg") -> dict:
+    url = sb.sample_url(sample)
+    return {"image_file": download(url)} if upload else {"image_url": url}
+
+
+def check_result(job, data: bytes, source_size: tuple[int, int]) -> None:
+    result = inspect_image(data)
+    assert (result.width, result.height) == (job.width, job.height)
+    assert result.width >= source_size[0] and result.height >= source_size[1]
+    assert result.width * source_size[1] == result.height * source_size[0]  # same aspect
+
+
+@integration
+@pytest.mark.parametrize("model", ["ultra_hd", "hd"])
+@pytest.mark.parametrize("upload", [False, True], ids=["url", "upload"])
+@pytest.mark.parametrize("return_type", [1, 2])
+def test_contract_async_to_a_result(sandbox, model, upload, return_type):
+    client = sandbox_client(sandbox)
+    kwargs = source_kwargs(sandbox, upload)
+    request = client.build_request(model, {"return_type": return_type}, **kwargs)
+    submission = client.submit(request)
+    assert submission.cost == PicWishClient.models()[model].cost and submission.status is None
+    job, seen = poll_until_done(client, submission.job_id)
+    assert job.phase is Phase.COMPLETED, job
+    assert set(seen) <= {"0", "2", "3", "4", "1"} and job.progress == 100
+    assert job.result_expires_at > datetime.now(UTC) + timedelta(minutes=55)
+    assert job.cost == submission.cost
+    data = download(job.result_url) if return_type == 1 else job.result_bytes
+    assert (job.result_url is None) == (return_type == 2)
+    check_result(job, data, (256, 256))
+    assert job.size_bytes and abs(job.size_bytes - len(data)) <= 1024
+    assert sandbox.count(provider="picwish", kind="submit") == 1
+
+
+@integration
+@pytest.mark.parametrize("return_type", [1, 2])
+def test_contract_sync(sandbox, return_type):
+    client = sandbox_client(sandbox)
+    options = {"sync": 1, "return_type": return_type}
+    request = client.build_request("hd", options, **source_kwargs(sandbox, False, "product.png"))
+    submission = client.submit(request)
+    job = submission.status
+    assert job is not None and job.phase is Phase.COMPLETED and job.job_id == submission.job_id
+    data = download(job.result_url) if return_type == 1 else job.result_bytes
+    check_result(job, data, (320, 240))
+
+
+@integration
+@pytest.mark.parametrize("sample", ["landscape.webp", "scan.bmp"])
+def test_contract_other_formats(sandbox, sample):
+    client = sandbox_client(sandbox)
+    submission = client.submit(
+        client.build_request(None, {}, **source_kwargs(sandbox, True, sample))
+    )
+    job, _ = poll_until_done(client, submission.job_id)
+    assert job.phase is Phase.COMPLETED and job.out_format
+
+
+@integration
+@pytest.mark.parametrize(
+    ("sample", "state", "code"),
+    [("broken.jpg", "-7", "invalid_input"), ("big.png", "-5", "invalid_input")],
+)
+def test_contract_failed_states(sandbox, sample, state, code):
+    sandbox.add_sample("big.png", png_header_only(5000, 100))
+    client = sandbox_client(sandbox)
+    submission = client.submit(client.build_request(None, {}, image_url=sandbox.sample_url(sample)))
+    job, _ = poll_until_done(client, submission.job_id)
+    assert (job.phase, job.raw_status, job.error_code) == (Phase.FAILED, state, code)
+
+
+@integration
+def test_contract_source_download_failure(sandbox):
+    client = sandbox_client(sandbox)
+    submission = client.submit(
+        client.build_request(None, {}, image_url=sandbox.base_url + "/gone.jpg")
+    )
+    job, _ = poll_until_done(client, submission.job_id)
+    assert (job.phase, job.raw_status, job.error_code) == (Phase.FAILED, "-3", "invalid_input")
+
+
+@integration
+def test_contract_injected_job_failure(sandbox):
+    sandbox.configure(rate_job_failure=1.0)
+    client = sandbox_client(sandbox)
+    submission = client.submit(
+        client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg"))
+    )
+    job, _ = poll_until_done(client, submission.job_id)
+    assert job.phase is Phase.FAILED and int(job.raw_status) in (-1, -2, -8)
+    assert job.error_code == "provider_failed" and job.error_message
+
+
+@integration
+def test_contract_bad_key(sandbox):
+    client = sandbox_client(sandbox, key="wrong-key")
+    with pytest.raises(AuthFailed) as error:
+        client.query("anything")
+    assert error.value.http_status == 401 and "wrong-key" not in str(error.value)
+
+
+@integration
+def test_contract_unknown_task(sandbox):
+    with pytest.raises(NotFound):
+        sandbox_client(sandbox).query("no-such-task")
+
+
+@integration
+def test_contract_qps_cap_answers_429_with_retry_after(sandbox):
+    sandbox.configure(picwish_qps=1.0)
+    client = sandbox_client(sandbox)
+    with pytest.raises(RateLimited) as error:
+        for _ in range(5):
+            _query_ignoring_not_found(client)
+    assert error.value.retry_after_s and error.value.retry_after_s >= 1
+
+
+def _query_ignoring_not_found(client: PicWishClient) -> None:
+    with contextlib.suppress(NotFound):
+        client.query("no-such-task")
+
+
+@integration
+@pytest.mark.parametrize(
+    ("fault", "cls"), [({"rate_429": 1.0}, RateLimited), ({"rate_5xx": 1.0}, ProviderUnavailable)]
+)
+def test_contract_transient_faults(sandbox, fault, cls):
+    sandbox.configure(**fault)
+    client = sandbox_client(sandbox)
+    with pytest.raises(cls):
+        client.submit(client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg")))
+
+
+@integration
+@pytest.mark.parametrize("kind", ["truncated", "flat", "html", "empty"])
+def test_contract_malformed_answers(sandbox, kind):
+    client = sandbox_client(sandbox)
+    request = client.build_request(None, {}, image_url=sandbox.sample_url("portrait.jpg"))
+    sandbox.configure(rate_malformed=1.0, malformed_kinds=(kind,))
+    with pytest.raises(ProtocolError):
+        client.submit(request)
+
+
+@integration
+def test_contract_out_of_credits(sandbox):
+    sandbox.configure(picwish_credits=4)
+    client = sandbox_client(sandbox)
+    with pytest.raises(InsufficientCredits):
+        client.submit(
+            client.build_request("ultra_hd", {}, image_url=sandbox.sample_url("portrait.jpg"))
+        )
+    client.submit(client.build_request("hd", {}, image_url=sandbox.sample_url("portrait.jpg")))
+
+
+@integration
+def test_contract_upload_too_large_for_the_vendor(sandbox):
+    sandbox.configure(picwish_max_upload_bytes=1000)
+    client = sandbox_client(sandbox)
+    with pytest.raises(InvalidInput) as error:
+        client.submit(client.build_request(None, {}, **source_kwargs(sandbox, True)))
+    assert error.value.http_status == 413
