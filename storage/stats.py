@@ -19,10 +19,11 @@ class Stats:
         self._redis = client
 
     def incr(self, field: str, amount: float = 1) -> None:
-        if isinstance(amount, int):
-            self._redis.hincrby(STATS_KEY, field, amount)
-        else:
-            self._redis.hincrbyfloat(STATS_KEY, field, amount)
+        """Add ``amount`` to ``field``; whole and fractional amounts may mix on one field.
+
+        HINCRBYFLOAT adds both kinds (HINCRBY refuses a field holding a fraction).
+        """
+        self._redis.hincrbyfloat(STATS_KEY, field, amount)
 
     def read(self) -> dict[str, float]:
         """Every counter, as numbers."""
