@@ -12,6 +12,7 @@ from workers.settings import Settings
 
 BACKOFF_FACTOR = 1.5  # each poll of a job still in progress waits this much longer
 PROGRESS_MIN = 5  # below this progress (percent) an estimate of the rest is noise
+MAX_EXPONENT = 1000  # backoff powers stop growing here: past it a float power overflows
 
 
 def base_interval_s(provider: str, settings: Settings) -> tuple[float, float]:
@@ -47,7 +48,7 @@ def next_poll_delay_s(
         rng: random source for the jitter (tests pass a seeded one).
     """
     first, ceiling = base_interval_s(provider, settings)
-    delay = first * BACKOFF_FACTOR ** max(poll_count - 1, 0)
+    delay = first * BACKOFF_FACTOR ** min(max(poll_count - 1, 0), MAX_EXPONENT)
     estimate = remaining_from_progress(status, elapsed_s)
     if estimate is not None:
         delay = max(first, estimate)
@@ -70,8 +71,14 @@ def jittered(delay_s: float, settings: Settings, rng: random.Random | None = Non
 
 
 def retry_delay_s(attempt: int, settings: Settings, retry_after_s: float | None = None) -> float:
-    """Backoff for a transient failure: exponential, honouring ``Retry-After``."""
-    delay = min(2.0 ** attempt, settings.max_countdown_s)
-    if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
-    return jittered(delay, settings)
+    """Backoff for a transient failure: exponential, honouring ``Retry-After``.
+
+    With ``retry_after_s`` the jitter only lengthens the wait, so the retry never comes
+    sooner than the provider asked (unless that is past ``max_countdown_s``).
+    """
+    delay = min(2.0 ** min(attempt, MAX_EXPONENT), settings.max_countdown_s)
+    if retry_after_s is None:
+        return jittered(delay, settings)
+    delay = max(delay, retry_after_s)
+    delay += random.uniform(0, delay * settings.poll_jitter)
+    return round(min(delay, settings.max_countdown_s), 3)
