@@ -35,7 +35,7 @@ COPY_CHUNK_BYTES = 1024 * 1024
 @bp.get("/health")
 def health() -> Response:
     state = sandbox_state()
-    return jsonify({"ok": True, "requests": len(state.log.all())})
+    return jsonify({"ok": True, "jobs": len(state.jobs), "requests": len(state.log.all())})
 
 
 @bp.get("/requests")

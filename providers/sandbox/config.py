@@ -55,7 +55,7 @@ class SandboxConfig(BaseModel):
     hitpaw_waiting_fraction: Fraction = Field(0.2, ge=0, le=1)  # WAITING before CONVERTING
     large_result_bytes: int | None = Field(None, ge=0)  # pad every result to this size
     max_render_mp: float = Field(100.0, gt=0)  # bigger outputs end in ERROR / state -1
-    render_workers: int = Field(4, ge=1, le=64)  # background threads fetching + rendering
+    render_workers: int = Field(4, ge=1, le=64)  # job threads (fetch + render); read at start
     hitpaw_fetch_timeout_s: float = Field(30.0, gt=0)  # undocumented; generous
     picwish_fetch_timeout_s: float = Field(10.0, gt=0)  # documented: 10 s
     max_source_bytes: int = Field(200 * 1024 * 1024, gt=0)  # a bigger download is refused

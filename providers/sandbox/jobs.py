@@ -120,6 +120,10 @@ class JobStore:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
     def by_result(self, name: str) -> Job | None:
         """The job whose result file is called ``name``, if any."""
         with self._lock:

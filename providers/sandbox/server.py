@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -158,8 +159,14 @@ def serve(config: SandboxConfig | None = None, host: str = "127.0.0.1", port: in
     print(f"provider sandbox on {server.base_url}")
     print(f"  HitPaw key:  {_key_source(cfg.hitpaw_key, DEFAULT_HITPAW_KEY, 'HITPAW_API_KEY')}")
     print(f"  PicWish key: {_key_source(cfg.picwish_key, DEFAULT_PICWISH_KEY, 'PICWISH_API_KEY')}")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `docker stop` cleans up like Ctrl-C
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _key_source(key: str, default: str, env: str) -> str:
