@@ -72,4 +72,4 @@ class ProviderBudget:
         """Slow every worker down after a 429: no request to ``provider`` for a while."""
         seconds = retry_after_s if retry_after_s and retry_after_s > 0 else 1.0
         seconds = min(seconds, self._settings.max_countdown_s)
-        self._redis.set(COOLDOWN_KEY + provider, "1", px=int(seconds * 1000))
+        self._redis.set(COOLDOWN_KEY + provider, "1", px=math.ceil(seconds * 1000))
