@@ -21,7 +21,9 @@ from botocore.config import Config
 
 from workers.embedded import embedded_redis, embedded_s3, redis_answers
 
-TEST_REDIS_DB = 13  # a database of its own on a shared server, flushed per test
+# A database of its own on a shared server, flushed per test (two test runs at once on
+# one server need different ones: set EQ_TEST_REDIS_DB).
+TEST_REDIS_DB = int(os.environ.get("EQ_TEST_REDIS_DB", "13"))
 
 
 @pytest.fixture(scope="session")

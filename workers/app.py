@@ -10,16 +10,15 @@ by the broker itself.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from workers.constants import ALL_QUEUES, MAINTENANCE_QUEUE, POLL_QUEUE, STORE_QUEUE, SUBMIT_QUEUE
 from workers.settings import Settings, get_settings
 
-TASK_ROUTES = {
-    "enhance.submit": {"queue": SUBMIT_QUEUE},
-    "enhance.poll": {"queue": POLL_QUEUE},
-    "enhance.store": {"queue": STORE_QUEUE},
-    "enhance.reconcile": {"queue": MAINTENANCE_QUEUE},
+TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in one queue
+    name: {"queue": queue, "exchange": queue, "routing_key": queue}
+    for name, queue in (("enhance.submit", SUBMIT_QUEUE), ("enhance.poll", POLL_QUEUE),
+                        ("enhance.store", STORE_QUEUE), ("enhance.reconcile", MAINTENANCE_QUEUE))
 }
 
 
@@ -36,7 +35,8 @@ def celery_config(settings: Settings) -> dict:
         "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)
+                        for name in ALL_QUEUES],
         "task_default_queue": SUBMIT_QUEUE,
         "task_routes": TASK_ROUTES,
         "task_send_sent_event": True,

@@ -10,6 +10,7 @@ timings and their cost.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -142,6 +143,7 @@ def _ensure_bucket(rt) -> None:
 def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:
     from tasks.producer import enqueue
 
+    logging.getLogger("enhance").setLevel(logging.WARNING)  # the table says it all
     started = time.monotonic()
     ids = [enqueue(j.source, j.provider, j.model, j.options, filename=j.label.split()[0],
                    runtime=rt) for j in jobs]
@@ -165,3 +167,9 @@ def _print_table(jobs: list[DemoJob], records) -> None:
             where = f"{rec.error.code}: {rec.error.message}" if rec.error else rec.state.value
         click.echo(f"{job.label:<30} {rec.provider:<8} {rec.model:<11} {rec.state.value:<10} "
                    f"{rec.duration_s():>6.1f} {rec.cost or 0:>5g}  {where}")
+    ok = sum(r.state.value == "succeeded" for r in records)
+    for provider in sorted({r.provider for r in records}):
+        spent = sum(r.cost or 0 for r in records if r.provider == provider)
+        unit = "coins" if provider == "hitpaw" else "credits"
+        click.echo(f"{provider}: {spent:g} {unit} charged")
+    click.echo(f"{ok} of {len(records)} jobs succeeded")

@@ -1,0 +1,77 @@
+"""Jobs in flight: hundreds on one worker process, and none lost when a worker dies."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.system import image_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+POLLING = ("submitted", "processing")
+
+
+def test_one_worker_process_carries_hundreds_of_jobs_in_flight(system, sandbox):
+    sandbox.configure(processing_time_s=(8.0, 10.0))
+    system.start_worker(concurrency=1, HITPAW_POLL_INTERVAL_S="2", HITPAW_POLL_MAX_INTERVAL_S="4")
+    source = sandbox.sample_url("portrait.jpg")
+    jobs = 300
+    ids = [system.enqueue(source, "hitpaw", "general_2x") for _ in range(jobs)]
+
+    peak = 0
+
+    def track(records):
+        nonlocal peak
+        peak = max(peak, sum(r.state.value in POLLING for r in records))
+        return all(r.state.final for r in records)
+
+    records = system.wait(ids, timeout_s=240, until=track)
+
+    assert peak >= 200, f"only {peak} jobs were ever in flight at once"
+    assert [r.state.value for r in records] == ["succeeded"] * jobs
+    assert sandbox.count(provider="hitpaw", kind="submit") == jobs
+
+
+def test_a_worker_killed_mid_flight_loses_no_job_and_pays_once(system, sandbox):
+    sandbox.configure(processing_time_s=(3.0, 4.0))
+    doomed = system.start_worker(concurrency=2)
+    system.start_beat()
+    ids = [system.enqueue(image_bytes(48, 32), "hitpaw", "general_2x") for _ in range(10)]
+    system.wait(ids, timeout_s=60,
+                until=lambda rs: all(r.state.value in POLLING for r in rs))
+
+    system.kill(doomed)  # its scheduled polls die with it, unacknowledged
+    system.start_worker(concurrency=2)
+    records = system.wait(ids, timeout_s=120)
+
+    assert [r.state.value for r in records] == ["succeeded"] * len(ids), \
+        [r.error for r in records]
+    assert sandbox.count(provider="hitpaw", kind="submit") == len(ids)
+    assert "re-driven" in system.logs("worker")
+
+
+def test_a_lost_submit_message_is_re_driven_by_reconcile(system, sandbox):
+    job_id = system.enqueue(image_bytes(40, 40), "picwish", "hd")
+    system.runtime.redis.delete("enhance.submit")  # the broker lost the message
+
+    system.start_worker()
+    system.start_beat()
+    [record] = system.wait([job_id], timeout_s=60)
+
+    assert record.state.value == "succeeded"
+    assert sandbox.count(provider="picwish", kind="submit") == 1
+
+
+def test_a_submit_interrupted_after_the_paid_call_fails_as_outcome_unknown(system, sandbox):
+    from datetime import UTC, datetime
+
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    # A worker claimed the job, called the provider and died before recording the answer.
+    system.runtime.jobs.update(job_id, lambda r: True,
+                               lambda r: {"submit_started_at": datetime.now(UTC)})
+
+    system.start_worker()  # the redelivered submit finds the claim
+    [record] = system.wait([job_id], timeout_s=30)
+
+    assert (record.state.value, record.error.code) == ("failed", "outcome_unknown")
+    assert sandbox.count(provider="hitpaw", kind="submit") == 0
