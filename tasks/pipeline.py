@@ -31,7 +31,7 @@ from providers.errors import (
 )
 from storage.jobs import JobError, JobRecord, JobState, in_states, seconds_from_now, utcnow
 from tasks import events, staging
-from tasks.schedule import first_poll_delay_s, next_poll_delay_s
+from tasks.schedule import first_poll_delay_s, next_poll_delay_s, size_class
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.pipeline")
@@ -120,7 +120,8 @@ def _send_submit(rt, provider, request, record: JobRecord, started) -> Submissio
 def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submission) -> None:
     settings = rt.settings
     token = new_token()
-    delay = first_poll_delay_s(record.provider, settings)
+    predicted = rt.durations.predict(record.provider, record.model, _size_class(record))
+    delay = first_poll_delay_s(record.provider, settings, predicted_s=predicted)
     deadline_s = getattr(settings, f"{record.provider}_job_deadline_s")
     updated = rt.jobs.update(
         record.id,
@@ -199,6 +200,21 @@ def _schedule_next_poll(rt, dispatch, record: JobRecord, token: str, status: Job
     dispatch.poll(record.id, nxt, delay)
 
 
+def _size_class(record: JobRecord) -> str:
+    image = record.source.image
+    return size_class(image.megapixels if image else None)
+
+
+def _learn_duration(rt: Runtime, record: JobRecord) -> None:
+    """Teach the duration model how long this job took the provider."""
+    submitted = record.transitions.get(JobState.SUBMITTED.value)
+    if submitted is None:
+        return
+    done_s = (utcnow() - submitted).total_seconds()
+    last_s = (record.updated_at - submitted).total_seconds() if record.poll_count else None
+    rt.durations.observe(record.provider, record.model, _size_class(record), done_s, last_s)
+
+
 def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatus) -> None:
     updated = rt.jobs.update(
         record.id, _holds(token),
@@ -213,6 +229,7 @@ def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatu
     )
     if updated is None:
         return
+    _learn_duration(rt, record)
     events.transition(rt, updated)
     if status.result_bytes is not None:  # the result is already here: store it now
         from tasks.store import store_bytes

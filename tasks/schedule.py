@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import random
 
+import redis
+
 from providers.base import JobStatus
+from storage.jobs import KEY_PREFIX
 from workers.settings import Settings
 
 BACKOFF_FACTOR = 1.5  # each poll of a job still in progress waits this much longer
@@ -23,10 +26,20 @@ def base_interval_s(provider: str, settings: Settings) -> tuple[float, float]:
     )
 
 
-def first_poll_delay_s(provider: str, settings: Settings, rng: random.Random | None = None) -> float:
-    """The countdown of the first poll after a submit."""
+def first_poll_delay_s(
+    provider: str,
+    settings: Settings,
+    rng: random.Random | None = None,
+    predicted_s: float | None = None,
+) -> float:
+    """The countdown of the first poll after a submit.
+
+    With a prediction learnt from finished jobs (``DurationModel``), the first poll goes
+    when the job is likely done, so most jobs need one poll; without one, after the
+    provider's first interval.
+    """
     first, _ = base_interval_s(provider, settings)
-    return jittered(first, settings, rng)
+    return jittered(max(first, predicted_s or 0), settings, rng)
 
 
 def next_poll_delay_s(
@@ -82,3 +95,57 @@ def retry_delay_s(attempt: int, settings: Settings, retry_after_s: float | None 
     delay = max(delay, retry_after_s)
     delay += random.uniform(0, delay * settings.poll_jitter)
     return round(min(delay, settings.max_countdown_s), 3)
+
+
+SAMPLE_SIZE = 100  # recent jobs remembered per provider, model and input size
+MIN_SAMPLES = 5  # fewer than this and there is no prediction
+PREDICT_QUANTILE = 0.75  # poll once three jobs in four of this kind would be done
+DONE_AT_FIRST_POLL_SHRINK = 0.8  # a job done at its first look finished earlier than that
+
+
+def size_class(megapixels: float | None) -> str:
+    """Coarse input-size class: jobs on bigger inputs take longer."""
+    if megapixels is None:
+        return "any"
+    if megapixels < 1:
+        return "s"
+    return "m" if megapixels < 8 else "l"
+
+
+class DurationModel:
+    """Learns how long a provider takes, from the jobs already done, to time first polls.
+
+    A job is only seen done at a poll, so its true duration lies between its last
+    in-progress poll and the poll that found it done: the model keeps the midpoint, or,
+    when the first look already found it done, a bit less than that look (so predictions
+    can come down as well as go up).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX + "durations:") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def _key(self, provider: str, model: str, size: str) -> str:
+        return f"{self._prefix}{provider}:{model}:{size}"
+
+    def observe(self, provider: str, model: str, size: str, done_s: float,
+                last_in_progress_s: float | None) -> float:
+        """Record one finished job; return the duration estimate kept."""
+        if last_in_progress_s is None:
+            estimate = done_s * DONE_AT_FIRST_POLL_SHRINK
+        else:
+            estimate = (last_in_progress_s + done_s) / 2
+        key = self._key(provider, model, size)
+        with self._redis.pipeline() as pipe:
+            pipe.lpush(key, round(estimate, 3))
+            pipe.ltrim(key, 0, SAMPLE_SIZE - 1)
+            pipe.execute()
+        return estimate
+
+    def predict(self, provider: str, model: str, size: str) -> float | None:
+        """Seconds after submit by which most such jobs are done; None if too few seen."""
+        samples = sorted(float(v) for v in self._redis.lrange(self._key(provider, model, size),
+                                                              0, -1))
+        if len(samples) < MIN_SAMPLES:
+            return None
+        return samples[min(int(len(samples) * PREDICT_QUANTILE), len(samples) - 1)]

@@ -21,6 +21,7 @@ from storage.jobs import JobStore
 from storage.objects import ObjectStore, make_s3_client
 from storage.stats import Stats
 from tasks.budget import ProviderBudget
+from tasks.schedule import DurationModel
 from workers.constants import USER_AGENT
 from workers.settings import Settings, get_settings
 
@@ -36,6 +37,7 @@ class Runtime:
     http: requests.Session = field(init=False)  # downloads of results and sources
     stats: Stats = field(init=False)
     budget: ProviderBudget = field(init=False)
+    durations: DurationModel = field(init=False)
     _providers: dict[str, Provider] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class Runtime:
         self.http.headers["User-Agent"] = USER_AGENT
         self.stats = Stats(self.redis)
         self.budget = ProviderBudget(s, self.redis, self.jobs)
+        self.durations = DurationModel(self.redis)
 
     def provider(self, name: str) -> Provider:
         """The client of provider ``name``, built on first use."""
