@@ -64,7 +64,16 @@ class JobCollector:
             requests.add_metric([name, "poll"], figures[name]["polls"])
             limited.add_metric([name], figures[name]["rate_limited"])
             cost.add_metric([name], figures[name]["cost"])
-        yield from (requests, limited, cost)
+        in_flight = GaugeMetricFamily("enhance_jobs_in_flight",
+                                      "Jobs the provider is working on now", labels=["provider"])
+        for name in PROVIDERS:
+            in_flight.add_metric([name], figures[name]["in_flight"])
+        yield from (requests, limited, cost, in_flight)
+        failures = CounterMetricFamily("enhance_job_failures", "Jobs failed, by error code",
+                                       labels=["code"])
+        for code, value in sorted(figures["failures"].items()):
+            failures.add_metric([code], value)
+        yield failures
         results = figures["results"]
         yield CounterMetricFamily("enhance_results_stored", "Results stored", value=results["stored"])
         yield CounterMetricFamily("enhance_results_expired", "Results lost to expiry",
