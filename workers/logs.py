@@ -48,6 +48,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # Python warnings (Celery's SecurityWarning, deprecations) would otherwise be written
+    # raw to stderr, several lines each, in the middle of a JSON log stream.
+    logging.captureWarnings(True)
     for noisy in ("botocore", "urllib3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
