@@ -161,8 +161,9 @@ def worker(queues, concurrency, pool, hostname, loglevel, celery_args) -> None:
     """Run a Celery worker on the project's queues."""
     from workers.app import app
 
-    argv = ["worker", "-Q", queues, "-P", pool, "-E",
-            "--loglevel", loglevel or _settings_or_exit().log_level]
+    settings = _settings_or_exit()
+    argv = [*_banner(settings), "worker", "-Q", queues, "-P", pool, "-E",
+            "--loglevel", loglevel or settings.log_level]
     if concurrency:
         argv += ["-c", str(concurrency)]
     if hostname:
@@ -178,8 +179,14 @@ def beat(schedule, celery_args) -> None:
     """Run the scheduler of the periodic reconcile task (exactly one per deployment)."""
     from workers.app import app
 
-    app.start(["beat", "-s", schedule, "--loglevel", _settings_or_exit().log_level,
+    settings = _settings_or_exit()
+    app.start([*_banner(settings), "beat", "-s", schedule, "--loglevel", settings.log_level,
                *celery_args])
+
+
+def _banner(settings) -> list[str]:
+    """Celery's start-up banner goes to stdout; with JSON logs it would break the stream."""
+    return ["--quiet"] if settings.log_format == "json" else []
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
