@@ -1,0 +1,31 @@
+"""Bench-only: an empty task, to measure Celery's own ceiling on the same broker.
+
+A worker started with ``--include ops.bench.noop`` and the ``bench.noop`` queue runs it
+with the project's Celery configuration (late acks, events, JSON). The task only counts
+itself in Redis (one ``INCR``), so the bench knows when all have run without a result
+backend.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from workers.app import app
+
+NOOP_QUEUE = "bench.noop"
+DONE_KEY = "bench:noop:done"
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(app.conf.broker_url, socket_timeout=10)
+    return _client
+
+
+@app.task(name="bench.noop", ignore_result=True, queue=NOOP_QUEUE)
+def noop() -> None:
+    """Do nothing but count."""
+    _redis().incr(DONE_KEY)

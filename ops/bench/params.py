@@ -1,0 +1,120 @@
+"""Every scenario's parameters, full and ``--smoke``; each run records the ones it used.
+
+Smoke values are tiny but take the same code paths (same tasks, queues, budgets, stores),
+so a smoke report carries every figure of a full one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+MB = 1_000_000
+UNCAPPED_RPS = 1000  # "no provider cap": far above anything two cores can send
+
+#: Production polling (the Settings defaults), written out so the report records them.
+PRODUCTION_POLLING = {
+    "HITPAW_POLL_INTERVAL_S": 3.0, "HITPAW_POLL_MAX_INTERVAL_S": 15.0,
+    "PICWISH_POLL_INTERVAL_S": 1.0, "PICWISH_POLL_MAX_INTERVAL_S": 5.0,
+}
+#: Smoke polling: the same schedule, scaled to sub-second provider latencies.
+SMOKE_POLLING = {
+    "HITPAW_POLL_INTERVAL_S": 0.2, "HITPAW_POLL_MAX_INTERVAL_S": 1.0,
+    "PICWISH_POLL_INTERVAL_S": 0.2, "PICWISH_POLL_MAX_INTERVAL_S": 1.0,
+    "MAX_COUNTDOWN_S": 5, "VISIBILITY_TIMEOUT_S": 60,
+}
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    """Scenario 1: orchestration overhead, with Celery's ceiling and the bare calls."""
+
+    jobs: int = 500
+    latency_s: tuple[float, float] = (2.0, 6.0)
+    worker_processes: int = 2
+    noop_tasks: int = 2000
+    bare_jobs: int = 10
+    settings: dict = field(default_factory=lambda: dict(PRODUCTION_POLLING))
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ProviderCap:
+    """Scenario 2: PicWish capped at ``qps`` by the sandbox and by our shared budget."""
+
+    jobs: int = 40
+    latency_s: tuple[float, float] = (2.0, 6.0)
+    qps: float = 2.0
+    workers: int = 2
+    worker_processes: int = 2
+    settings: dict = field(default_factory=lambda: dict(PRODUCTION_POLLING))
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Naive:
+    """Scenario 3: the same jobs, ours against one sleeping task per job."""
+
+    jobs: int = 40
+    latency_s: tuple[float, float] = (2.0, 6.0)
+    worker_processes: int = 2
+    naive_poll_interval_s: float = 3.0  # HitPaw's FAQ: poll every 2-5 s
+    settings: dict = field(default_factory=lambda: dict(PRODUCTION_POLLING))
+    timeout_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class LargeResults:
+    """Scenario 4: results of hundreds of MB streamed into S3."""
+
+    sizes_bytes: tuple[int, ...] = (100 * MB, 200 * MB, 400 * MB)
+    jobs_per_size: int = 2
+    latency_s: tuple[float, float] = (1.0, 2.0)
+    worker_processes: int = 2
+    settings: dict = field(default_factory=lambda: dict(PRODUCTION_POLLING))
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ManyInFlight:
+    """Scenario 5: many jobs in flight with long provider latency; measured at the plateau."""
+
+    jobs: int = 10_000
+    latency_s: tuple[float, float] = (300.0, 360.0)
+    worker_processes: int = 2
+    settings: dict = field(default_factory=lambda: {
+        "HITPAW_POLL_INTERVAL_S": 30.0, "HITPAW_POLL_MAX_INTERVAL_S": 60.0,
+        "MAX_COUNTDOWN_S": 60, "VISIBILITY_TIMEOUT_S": 600,
+    })
+    submit_timeout_s: float = 900.0
+    hold_s: float = 3.0  # samples taken over this long at the plateau
+
+
+@dataclass(frozen=True)
+class Params:
+    orchestration: Orchestration = field(default_factory=Orchestration)
+    provider_cap: ProviderCap = field(default_factory=ProviderCap)
+    naive: Naive = field(default_factory=Naive)
+    large_results: LargeResults = field(default_factory=LargeResults)
+    many_in_flight: ManyInFlight = field(default_factory=ManyInFlight)
+
+
+def smoke() -> Params:
+    fast = (0.2, 0.5)
+    return Params(
+        orchestration=Orchestration(jobs=20, latency_s=fast, noop_tasks=200, bare_jobs=3,
+                                    settings=dict(SMOKE_POLLING), timeout_s=60),
+        provider_cap=ProviderCap(jobs=6, latency_s=fast, settings=dict(SMOKE_POLLING),
+                                 timeout_s=60),
+        naive=Naive(jobs=10, latency_s=fast, naive_poll_interval_s=0.2,
+                    settings=dict(SMOKE_POLLING), timeout_s=60),
+        large_results=LargeResults(sizes_bytes=(5 * MB, 10 * MB), latency_s=(0.2, 0.3),
+                                   settings=dict(SMOKE_POLLING), timeout_s=60),
+        many_in_flight=ManyInFlight(jobs=200, latency_s=(20.0, 25.0), settings={
+            "HITPAW_POLL_INTERVAL_S": 2.0, "HITPAW_POLL_MAX_INTERVAL_S": 5.0,
+            "MAX_COUNTDOWN_S": 5, "VISIBILITY_TIMEOUT_S": 60,
+        }, submit_timeout_s=60, hold_s=1.0),
+    )
+
+
+def as_dict(params: object) -> dict:
+    return asdict(params)
