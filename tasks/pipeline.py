@@ -78,10 +78,7 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
     if record.state is not JobState.QUEUED:
         log.info("job %s: submit skipped, already %s", job_id, record.state.value)
         return
-    if record.submit_started_at is not None:
-        raise OutcomeUnknown(
-            "a previous submit attempt was interrupted after calling the provider; "
-            "not submitting again to avoid paying twice", record.provider)
+    check_still_possible(rt, record)
     provider = rt.provider(record.provider)
     request = staging.build_provider_request(rt, provider, record)
     if not events.acquire_budget(rt, record.provider, submit=True):
@@ -152,10 +149,7 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str) -> None
     if record.state not in POLLING or record.poll_token != token:
         log.debug("job %s: stale poll %s ignored", job_id, token)
         return
-    if record.deadline_at and utcnow() > record.deadline_at:
-        raise DeadlineExceeded(
-            f"the provider did not finish within "
-            f"{getattr(rt.settings, f'{record.provider}_job_deadline_s')} s", record.provider)
+    check_still_possible(rt, record)
     if not events.acquire_budget(rt, record.provider, submit=False):
         dispatch.poll(job_id, token, events.budget_wait_s(rt, record.provider))
         return
@@ -255,28 +249,36 @@ def reconcile(rt: Runtime, dispatch: Dispatcher, limit: int = 500) -> int:
 
 
 def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
-    stale = rt.settings.stale_after_s
-    if record.state is JobState.QUEUED:
-        if record.submit_started_at is not None:
-            raise OutcomeUnknown("the worker submitting this job was lost after calling the "
-                                 "provider; not submitting again", record.provider)
-        action = lambda: dispatch.submit(record.id)  # noqa: E731
-        change = lambda r: {"next_check_at": seconds_from_now(stale)}  # noqa: E731
-    elif record.state in POLLING:
-        if record.deadline_at and utcnow() > record.deadline_at:
-            raise DeadlineExceeded("the provider did not finish before the deadline",
-                                   record.provider)
-        token = new_token()
-        action = lambda: dispatch.poll(record.id, token, 0)  # noqa: E731
-        change = lambda r: {"poll_token": token, "next_check_at": seconds_from_now(stale)}  # noqa: E731
-    else:  # storing
-        if record.result_expires_at and utcnow() > record.result_expires_at:
-            raise ResultExpired("the result expired before it could be stored", record.provider)
-        action = lambda: dispatch.store(record.id)  # noqa: E731
-        change = lambda r: {"next_check_at": seconds_from_now(stale)}  # noqa: E731
-    moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at, change)
-    if moved is None:
+    check_still_possible(rt, record)
+    fields = {"next_check_at": seconds_from_now(rt.settings.stale_after_s)}
+    if record.state in POLLING:
+        fields["poll_token"] = new_token()  # the lost chain's token goes stale
+    moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
+                           lambda r: fields)
+    if moved is None:  # it moved on meanwhile: not overdue after all
         return 0
     log.warning("job %s: %s step overdue, re-driven", record.id, record.state.value)
-    action()
+    if moved.state is JobState.QUEUED:
+        dispatch.submit(moved.id)
+    elif moved.state in POLLING:
+        dispatch.poll(moved.id, moved.poll_token, 0)
+    else:
+        dispatch.store(moved.id)
     return 1
+
+
+def check_still_possible(rt: Runtime, record: JobRecord) -> None:
+    """Raise the error that ends a job whose next step can no longer succeed."""
+    now = utcnow()
+    if record.state is JobState.QUEUED and record.submit_started_at is not None:
+        raise OutcomeUnknown(
+            "a previous submit attempt was interrupted after calling the provider; "
+            "not submitting again to avoid paying twice", record.provider)
+    if record.state in POLLING and record.deadline_at and now > record.deadline_at:
+        deadline_s = getattr(rt.settings, f"{record.provider}_job_deadline_s")
+        raise DeadlineExceeded(f"the provider did not finish within {deadline_s} s",
+                               record.provider)
+    if record.state is JobState.STORING and record.result_expires_at \
+            and now > record.result_expires_at:
+        raise ResultExpired(f"the result expired at {record.result_expires_at.isoformat()} "
+                            "before it could be stored", record.provider)

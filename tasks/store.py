@@ -12,10 +12,11 @@ import logging
 from typing import BinaryIO
 
 from providers.download import open_result
-from providers.errors import ResultExpired, StorageFailed
+from providers.errors import StorageFailed
 from providers.images import content_type_for_format, extension_for_format, format_for_extension
-from storage.jobs import JobOutput, JobRecord, JobState, in_states, seconds_from_now, utcnow
+from storage.jobs import JobOutput, JobRecord, JobState, in_states, seconds_from_now
 from tasks import events
+from tasks.pipeline import check_still_possible
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.store")
@@ -27,7 +28,7 @@ def store_result(rt: Runtime, job_id: str) -> None:
     if record.state is not JobState.STORING:
         log.info("job %s: store skipped, already %s", job_id, record.state.value)
         return
-    _check_not_expired(record)
+    check_still_possible(rt, record)
     record = _claim(rt, record)
     if record is None:
         return
@@ -45,23 +46,18 @@ def store_bytes(rt: Runtime, record: JobRecord, data: bytes) -> None:
     _stream(rt, record, io.BytesIO(data), None, len(data))
 
 
-def _check_not_expired(record: JobRecord) -> None:
-    if record.result_expires_at and utcnow() > record.result_expires_at:
-        raise ResultExpired(
-            f"the result expired at {record.result_expires_at.isoformat()} before it could "
-            "be stored", record.provider)
-
-
 def _claim(rt: Runtime, record: JobRecord) -> JobRecord | None:
     """Count this attempt; give up when a result keeps killing its store tasks."""
     limit = rt.settings.max_redeliveries
     if record.store_attempts >= limit:
         raise StorageFailed(f"gave up storing the result after {limit} attempts",
                             record.provider)
+    # A store of a large result can take minutes: the lease runs as long as the broker's
+    # own redelivery, so reconcile never starts a second upload of the same key.
     return rt.jobs.update(
         record.id, lambda r: r.state is JobState.STORING and r.updated_at == record.updated_at,
         lambda r: {"store_attempts": r.store_attempts + 1,
-                   "next_check_at": seconds_from_now(rt.settings.stale_after_s)},
+                   "next_check_at": seconds_from_now(rt.settings.visibility_timeout_s)},
     )
 
 

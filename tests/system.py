@@ -33,6 +33,8 @@ FAST = {  # settings that make a test run in seconds, not minutes
     "MAX_COUNTDOWN_S": "5",
     "VISIBILITY_TIMEOUT_S": "60",
     "STALE_AFTER_S": "4",
+    "HTTP_CONNECT_TIMEOUT_S": "1",
+    "HTTP_READ_TIMEOUT_S": "2.5",
     "RECONCILE_INTERVAL_S": "1",
     "HITPAW_MAX_RPS": "500",
     "PICWISH_MAX_RPS": "500",
@@ -57,6 +59,11 @@ class System:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
         app.conf.update(celery_config(self.settings))
+        # Each test flushes its Redis database, bindings included, while kombu remembers
+        # what it declared and would publish into an exchange with no queue bound.
+        with app.connection_for_write() as conn:
+            for queue in app.amqp.queues.values():
+                queue(conn.default_channel).declare()
         self.runtime = Runtime(self.settings)
         set_runtime(self.runtime)
 
@@ -128,5 +135,9 @@ class System:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            try:  # pool processes the main one left behind
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         set_runtime(None)
         self.runtime.close()

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
                 "max_countdown_s must be at most a quarter of visibility_timeout_s, or Redis "
                 "delivers scheduled tasks twice"
             )
+        if self.stale_after_s <= self.http_connect_timeout_s + self.http_read_timeout_s:
+            raise ValueError(
+                "stale_after_s must exceed http_connect_timeout_s + http_read_timeout_s, or "
+                "reconcile takes a submit still waiting for its answer for a lost one"
+            )
         if self.visibility_timeout_s >= 3600:
             raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
         return self
