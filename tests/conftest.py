@@ -6,6 +6,8 @@
 - ``s3_endpoint`` / ``s3_bucket``: moto's S3 server over HTTP on loopback, and a fresh
   bucket per test.
 - ``sandbox``: the provider sandbox over HTTP on loopback, fast by default.
+- ``system``: all of the above as one deployment, with real worker and beat processes
+  (``tests/system.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import redis
 from botocore.config import Config
 
+from tests.system import FAST, System
 from workers.embedded import embedded_redis, embedded_s3, redis_answers
 
 # A database of its own on a shared server, flushed per test (two test runs at once on
@@ -91,3 +94,27 @@ def sandbox():
 
     with SandboxServer(SandboxConfig(processing_time_s=(0.05, 0.2), picwish_qps=None)) as server:
         yield server
+
+
+@pytest.fixture
+def system_env(redis_url, s3_endpoint, s3_bucket, sandbox):
+    return {
+        **FAST,
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_BUCKET": s3_bucket,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "HITPAW_API_KEY": sandbox.hitpaw_key,
+        "HITPAW_BASE_URL": sandbox.base_url,
+        "PICWISH_API_KEY": sandbox.picwish_key,
+        "PICWISH_BASE_URL": sandbox.base_url,
+    }
+
+
+@pytest.fixture
+def system(system_env, tmp_path):
+    deployment = System(system_env, tmp_path)
+    yield deployment
+    deployment.stop()

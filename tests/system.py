@@ -7,6 +7,7 @@ Nothing of our code path is faked: tasks travel through the broker, countdowns a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -135,9 +136,7 @@ class System:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            try:  # pool processes the main one left behind
+            with contextlib.suppress(ProcessLookupError):  # pool processes left behind
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         set_runtime(None)
         self.runtime.close()
