@@ -59,6 +59,9 @@ class System:
                                     if k.lower() in Settings.model_fields})
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
+        if app.conf.broker_url != self.settings.celery_broker_url:
+            app._pool = None  # connections (and producers) for the new broker
+            app.amqp._producer_pool = None
         app.conf.update(celery_config(self.settings))
         # Each test flushes its Redis database, bindings included, while kombu remembers
         # what it declared and would publish into an exchange with no queue bound.
@@ -75,6 +78,12 @@ class System:
                                 start_new_session=True)  # killable as a group, pool and all
         self.procs.append(proc)
         return proc
+
+    def purge(self) -> None:
+        """Empty the project's queues on the broker."""
+        with app.connection_for_write() as conn:
+            for queue in app.amqp.queues.values():
+                queue(conn.default_channel).purge()
 
     def start_worker(self, queues: str | None = None, concurrency: int = 1,
                      **env: str) -> subprocess.Popen:
