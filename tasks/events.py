@@ -33,7 +33,7 @@ def transition(rt: Runtime, record: JobRecord) -> None:
         fields["output_uri"] = record.output.uri
     level = logging.WARNING if record.state is JobState.FAILED else logging.INFO
     text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    log.log(level, "job %s", text, extra={"job": fields})
+    log.log(level, "%s", text, extra={"job": fields})
     if record.error:
         log.log(level, "job %s failed: %s", record.id, record.error.message)
 
