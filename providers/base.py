@@ -92,15 +92,20 @@ class Provider(ABC):
     #: Largest upload accepted, in bytes, where ``accepts_upload``.
     max_upload_bytes: ClassVar[int | None] = None
 
-    @classmethod
-    @abstractmethod
-    def models(cls) -> dict[str, ModelInfo]:
-        """Every model this provider offers, by the name the pipeline uses."""
+    #: Every model this provider offers, by the name the pipeline uses.
+    MODELS: ClassVar[dict[str, ModelInfo]]
+    #: The model used when a request names none.
+    DEFAULT_MODEL: ClassVar[str]
 
     @classmethod
-    @abstractmethod
+    def models(cls) -> dict[str, ModelInfo]:
+        """Every model this provider offers, by the name the pipeline uses."""
+        return dict(cls.MODELS)
+
+    @classmethod
     def default_model(cls) -> str:
         """The model used when a request names none."""
+        return cls.DEFAULT_MODEL
 
     @abstractmethod
     def build_request(

@@ -52,6 +52,8 @@ class HitPawClient(Provider):
     """
 
     name: ClassVar[str] = "hitpaw"
+    MODELS: ClassVar[dict[str, ModelInfo]] = MODELS
+    DEFAULT_MODEL: ClassVar[str] = "general_2x"
 
     def __init__(
         self,
@@ -75,14 +77,6 @@ class HitPawClient(Provider):
 
     def __repr__(self) -> str:
         return f"HitPawClient(base_url={self._http.base_url!r})"
-
-    @classmethod
-    def models(cls) -> dict[str, ModelInfo]:
-        return dict(MODELS)
-
-    @classmethod
-    def default_model(cls) -> str:
-        return "general_2x"
 
     # --- Building and validating a request -----------------------------------------------
 

@@ -65,6 +65,8 @@ class PicWishClient(Provider):
     """
 
     name: ClassVar[str] = "picwish"
+    MODELS: ClassVar[dict[str, ModelInfo]] = MODELS
+    DEFAULT_MODEL: ClassVar[str] = "ultra_hd"
     max_url_chars: ClassVar[int | None] = MAX_URL_CHARS
     accepts_upload: ClassVar[bool] = True
     max_upload_bytes: ClassVar[int | None] = MAX_UPLOAD_BYTES
@@ -89,14 +91,6 @@ class PicWishClient(Provider):
 
     def __repr__(self) -> str:
         return f"PicWishClient(base_url={self._http.base_url!r})"
-
-    @classmethod
-    def models(cls) -> dict[str, ModelInfo]:
-        return dict(MODELS)
-
-    @classmethod
-    def default_model(cls) -> str:
-        return "ultra_hd"
 
     # --- Building and validating a request -----------------------------------------------
 
