@@ -3,7 +3,7 @@
 A step's ``PermanentError`` is recorded as the job's failure (logged once, not raised
 again); a ``TransientError`` is retried with backoff, honouring ``Retry-After``, and once
 the retries are spent the job fails with that error. Scheduling the next poll is not a
-retry: it never touches the retry budget.
+retry, and neither is a 429: neither touches the retry budget.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import logging
 
 from celery import Task
 
-from providers.errors import PermanentError, TransientError
+from providers.errors import PermanentError, RateLimited, TransientError
 from tasks import pipeline
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
 from workers.runtime import get_runtime
+from workers.settings import get_settings
 
 log = logging.getLogger("enhance.tasks")
 
@@ -40,13 +41,18 @@ def run_step(task: Task, step, job_id: str, *args) -> None:
         step(rt, DISPATCH, job_id, *args)
     except PermanentError as exc:
         pipeline.fail_job(rt, job_id, exc)
+    except RateLimited as exc:  # feedback, not failure: it spends no retry
+        countdown = retry_delay_s(0, rt.settings, exc.retry_after_s)
+        log.info("job %s: %s, trying again in %.1f s", job_id, exc.message, countdown)
+        task.apply_async((job_id, *args), countdown=countdown)
     except TransientError as exc:
         countdown = retry_delay_s(task.request.retries, rt.settings, exc.retry_after_s)
         log.info("job %s: %s, retrying in %.1f s", job_id, exc.message, countdown)
         raise task.retry(exc=exc, countdown=countdown) from exc
 
 
-@app.task(name="enhance.submit", base=JobTask, bind=True, max_retries=8)
+@app.task(name="enhance.submit", base=JobTask, bind=True,
+          max_retries=get_settings().submit_max_retries)
 def submit(self: Task, job_id: str) -> None:
     """Send a queued job to its provider (once) and schedule its first poll."""
     run_step(self, pipeline.submit_job, job_id)

@@ -165,3 +165,21 @@ def test_result_that_expires_before_it_is_stored_fails_result_expired(system, sa
 
     assert (record.state.value, record.error.code) == ("failed", "result_expired")
     assert result_keys(system, job_id) == []
+
+
+def test_429s_slow_jobs_down_but_never_fail_or_resubmit_them(system, sandbox):
+    sandbox.configure(rate_429=0.5, retry_after_s=1, seed=7)
+    system.start_worker(concurrency=2)
+    ids = [system.enqueue(image_bytes(40, 40), provider, None)
+           for provider in ("hitpaw", "picwish") for _ in range(4)]
+
+    records = system.wait(ids, timeout_s=120)
+
+    assert [r.state.value for r in records] == ["succeeded"] * len(ids), \
+        [r.error for r in records]
+    refused = sandbox.count(status=429)
+    assert refused > 0, "the fault was injected"
+    assert system.runtime.stats.read().get("rate_limited:hitpaw", 0) + \
+        system.runtime.stats.read().get("rate_limited:picwish", 0) == refused
+    for record in records:  # one accepted (paid) submit per job
+        assert sandbox.count(kind="submit", status=200, job_id=record.provider_job_id) == 1
