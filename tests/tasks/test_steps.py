@@ -1,0 +1,128 @@
+"""The pipeline's steps called directly, with a recording dispatcher instead of Celery.
+
+Real Redis, real S3 over HTTP and the real sandbox; only the hand-off to the next task
+is recorded rather than sent, so each step's decisions can be checked one at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from providers.errors import DeadlineExceeded, OutcomeUnknown, ProviderJobFailed, ResultExpired
+from storage.jobs import JobState, utcnow
+from tasks import pipeline
+from tests.system import image_bytes
+
+
+class RecordingDispatcher:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def submit(self, job_id, countdown_s=0):
+        self.sent.append(("submit", job_id))
+
+    def poll(self, job_id, token, countdown_s):
+        self.sent.append(("poll", job_id, token, countdown_s))
+
+    def store(self, job_id, countdown_s=0):
+        self.sent.append(("store", job_id))
+
+
+@pytest.fixture
+def rt(system):
+    return system.runtime
+
+
+@pytest.fixture
+def dispatch():
+    return RecordingDispatcher()
+
+
+def submitted_job(system, rt, dispatch, provider="hitpaw", **options):
+    job_id = system.enqueue(image_bytes(40, 40), provider, None, options=options)
+    pipeline.submit_job(rt, dispatch, job_id)
+    return rt.jobs.get(job_id)
+
+
+def force(rt, job_id, **fields):
+    return rt.jobs.update(job_id, lambda r: True, lambda r: fields)
+
+
+def test_submit_sends_once_and_schedules_the_first_poll_with_a_token(system, rt, dispatch,
+                                                                     sandbox):
+    record = submitted_job(system, rt, dispatch)
+    pipeline.submit_job(rt, dispatch, record.id)  # a duplicate delivery
+
+    assert record.state is JobState.SUBMITTED and record.provider_job_id
+    assert dispatch.sent == [("poll", record.id, record.poll_token, dispatch.sent[0][3])]
+    assert 0 < dispatch.sent[0][3] <= rt.settings.max_countdown_s
+    assert sandbox.count(kind="submit") == 1
+
+
+def test_a_stale_poll_token_does_nothing(system, rt, dispatch, sandbox):
+    record = submitted_job(system, rt, dispatch)
+    pipeline.poll_job(rt, dispatch, record.id, "not-the-token")
+
+    assert sandbox.count(kind="query") == 0
+    assert rt.jobs.get(record.id).poll_count == 0
+
+
+def test_poll_past_the_deadline_fails_the_job(system, rt, dispatch, sandbox):
+    record = submitted_job(system, rt, dispatch)
+    force(rt, record.id, deadline_at=utcnow() - timedelta(seconds=1))
+
+    with pytest.raises(DeadlineExceeded):
+        pipeline.poll_job(rt, dispatch, record.id, record.poll_token)
+    assert sandbox.count(kind="query") == 0
+
+
+def test_a_provider_failure_is_a_permanent_error(system, rt, dispatch, sandbox):
+    sandbox.configure(rate_job_failure=1.0)
+    record = submitted_job(system, rt, dispatch, provider="picwish")
+
+    with pytest.raises(ProviderJobFailed):
+        for _ in range(100):  # poll as the chain would, until the provider gives up
+            pipeline.poll_job(rt, dispatch, record.id, rt.jobs.get(record.id).poll_token)
+            time.sleep(0.05)
+    assert rt.jobs.get(record.id).state in (JobState.SUBMITTED, JobState.PROCESSING)
+
+
+def test_reconcile_re_drives_each_kind_of_overdue_job(system, rt, dispatch, sandbox):
+    queued = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    polling = submitted_job(system, rt, dispatch)
+    storing = submitted_job(system, rt, dispatch)
+    force(rt, storing.id, state=JobState.STORING, poll_token=None,
+          result_expires_at=utcnow() + timedelta(hours=1))
+    past = utcnow() - timedelta(seconds=1)
+    for job_id in (queued, polling.id, storing.id):
+        force(rt, job_id, next_check_at=past)
+    dispatch.sent.clear()
+
+    assert pipeline.reconcile(rt, dispatch) == 3
+
+    new_token = rt.jobs.get(polling.id).poll_token
+    assert new_token != polling.poll_token, "the lost chain's token must go stale"
+    assert sorted(dispatch.sent) == sorted([("submit", queued), ("poll", polling.id, new_token, 0),
+                                            ("store", storing.id)])
+    assert pipeline.reconcile(rt, dispatch) == 0, "no longer overdue"
+
+
+@pytest.mark.parametrize(("setup", "code"), [
+    ({"submit_started_at": "now"}, OutcomeUnknown.code),
+    ({"state": JobState.SUBMITTED, "deadline_at": "past"}, DeadlineExceeded.code),
+    ({"state": JobState.STORING, "result_expires_at": "past"}, ResultExpired.code),
+])
+def test_reconcile_fails_a_job_that_can_no_longer_succeed(system, rt, dispatch, setup, code):
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    values = {"now": utcnow(), "past": utcnow() - timedelta(seconds=1)}
+    force(rt, job_id, next_check_at=utcnow() - timedelta(seconds=1),
+          **{k: values.get(v, v) if isinstance(v, str) else v for k, v in setup.items()})
+
+    pipeline.reconcile(rt, dispatch)
+
+    record = rt.jobs.get(job_id)
+    assert (record.state, record.error.code) == (JobState.FAILED, code)
+    assert dispatch.sent == []
