@@ -183,3 +183,21 @@ def test_429s_slow_jobs_down_but_never_fail_or_resubmit_them(system, sandbox):
         system.runtime.stats.read().get("rate_limited:picwish", 0) == refused
     for record in records:  # one accepted (paid) submit per job
         assert sandbox.count(kind="submit", status=200, job_id=record.provider_job_id) == 1
+
+
+def test_s3_sources_and_over_long_urls_reach_the_provider_in_a_form_it_takes(
+        system, sandbox, s3_client):
+    key = "uploads/customer-photo.png"
+    s3_client.put_object(Bucket=system.settings.s3_bucket, Key=key,
+                         Body=image_bytes(30, 20, "PNG"), ContentType="image/png")
+    long_url = sandbox.sample_url("portrait.jpg") + "?pad=" + "x" * 600  # over PicWish's 512
+    system.start_worker()
+
+    ids = [system.enqueue(f"s3://{system.settings.s3_bucket}/{key}", "hitpaw", "general_2x"),
+           system.enqueue(f"s3://{system.settings.s3_bucket}/{key}", "picwish", "hd"),
+           system.enqueue(long_url, "picwish", "hd")]
+    records = system.wait(ids)
+
+    assert [r.state.value for r in records] == ["succeeded"] * 3, [r.error for r in records]
+    assert (records[0].output.width, records[0].output.height) == (60, 40)
+    assert records[2].output.content_type == "image/jpeg"
