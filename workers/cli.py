@@ -215,18 +215,20 @@ def flower(port, address, flower_args) -> None:
 @click.option("--rate-5xx", type=float, default=0.0, help="Fraction answered 5xx.")
 @click.option("--rate-job-failure", type=float, default=0.0, help="Fraction of jobs failing.")
 @click.option("--rate-malformed", type=float, default=0.0, help="Fraction of malformed bodies.")
+@click.option("--rate-slow", type=float, default=0.0, help="Fraction answered slowly.")
+@click.option("--slow-response", "slow_response_s", type=float, default=0.0,
+              help="Seconds a slow answer takes.")
+@click.option("--hitpaw-coins", type=int, default=None, help="HitPaw balance (default: no limit).")
+@click.option("--picwish-credits", type=int, default=None, help="PicWish balance (default: no limit).")
 @click.option("--large-result-bytes", type=int, default=None, help="Pad results to this size.")
 @click.option("--seed", type=int, default=None)
-def sandbox(host, port, processing_time, result_ttl, picwish_qps, hitpaw_qps, rate_429,
-            rate_5xx, rate_job_failure, rate_malformed, large_result_bytes, seed) -> None:
+def sandbox(host, port, processing_time, result_ttl, picwish_qps, hitpaw_qps, **faults) -> None:
     """Run the provider sandbox: both vendor APIs on one base URL."""
     from providers.sandbox import SandboxConfig, serve
 
     config = SandboxConfig(
         processing_time_s=processing_time, result_ttl_s=result_ttl,
-        picwish_qps=picwish_qps or None, hitpaw_qps=hitpaw_qps or None, rate_429=rate_429,
-        rate_5xx=rate_5xx, rate_job_failure=rate_job_failure, rate_malformed=rate_malformed,
-        large_result_bytes=large_result_bytes, seed=seed,
+        picwish_qps=picwish_qps or None, hitpaw_qps=hitpaw_qps or None, **faults,
     )
     serve(config, host=host, port=port)
 
