@@ -9,6 +9,7 @@ from ops.bench.measure import MIB, TreeSampler, rounded
 from ops.bench.runner import Context, enqueue_many, job_figures, run_jobs
 from ops.bench.stack import wait_until
 from workers.app import app
+from workers.constants import POLL_QUEUE
 
 UNACKED_KEY = "unacked"  # kombu's Redis transport: messages delivered, not yet acked
 
@@ -21,12 +22,14 @@ def large_results(ctx: Context, p: P.LargeResults) -> dict:
         ctx.fresh(processing_time_s=list(p.latency_s), large_result_bytes=size)
         env = ctx.use(**settings)
         worker = ctx.stack.worker(env, app, p.worker_processes)
-        figures = job_figures(run_jobs(ctx, [worker], p.jobs_per_size, "hitpaw", p.timeout_s))
+        figures = job_figures(run_jobs(ctx, [worker], p.jobs_per_size, "hitpaw", p.timeout_s,
+                                       p.sample))
         ctx.stack.stop_workers()
         rows.append({
             "result_bytes": size, "result_mib": rounded(size / MIB, 1),
             "jobs": figures["jobs"], "succeeded": figures["succeeded"],
             "all_succeeded": figures["all_succeeded"],
+            "failure_codes": figures["failure_codes"],
             "worker_rss_idle_mib": figures["worker_rss_idle_mib"],
             "worker_rss_peak_mib": figures["worker_rss_peak_mib"],
             "worker_rss_child_peak_mib": figures["worker_rss_child_peak_mib"],
@@ -71,7 +74,7 @@ def _wait_plateau(ctx: Context, p: P.ManyInFlight) -> bool:
     try:
         wait_until(lambda: _all_submitted(ctx), p.submit_timeout_s,
                    "every job submitted", interval_s=0.5)
-        first_poll_s = p.settings["HITPAW_POLL_INTERVAL_S"] * 1.5 + 10
+        first_poll_s = min(p.settings["HITPAW_POLL_INTERVAL_S"] * 1.5 + 10, 120)
         wait_until(lambda: ctx.redis.hlen(UNACKED_KEY) >= 0.98 * p.jobs, first_poll_s,
                    "every first poll held by the worker", interval_s=0.5)
         return True
@@ -88,6 +91,7 @@ def _plateau_figures(ctx, idle, at, reached, enqueued_s, plateau_s) -> dict:
         "plateau_reached": reached,
         "in_flight": min(s.in_flight for s in at),
         "unacked_messages_held": ctx.redis.hlen(UNACKED_KEY),
+        "poll_queue_backlog": ctx.redis.llen(POLL_QUEUE),
         "enqueue_s": rounded(enqueued_s, 2), "plateau_after_s": rounded(plateau_s, 2),
         "worker_rss_idle_mib": rounded(idle.rss_total / MIB, 1),
         "worker_rss_mib": rounded(rss / MIB, 1),

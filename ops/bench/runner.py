@@ -68,12 +68,13 @@ def _ensure_bucket(rt: Runtime) -> None:
         client.create_bucket(Bucket=bucket)
 
 
-def enqueue_many(ctx: Context, count: int, provider: str) -> list[str]:
-    """Enqueue ``count`` jobs of the sandbox's portrait sample; return their ids."""
+def enqueue_many(ctx: Context, count: int, provider: str,
+                 sample: str = "portrait.jpg") -> list[str]:
+    """Enqueue ``count`` jobs of one of the sandbox's samples; return their ids."""
     from tasks.producer import enqueue
 
     rt = get_runtime()
-    url = ctx.sandbox.sample_url("portrait.jpg")
+    url = ctx.sandbox.sample_url(sample)
     return [enqueue(url, provider, runtime=rt) for _ in range(count)]
 
 
@@ -119,12 +120,12 @@ class JobsRun:
 
 
 def run_jobs(ctx: Context, workers: list[Launched], count: int, provider: str,
-             timeout_s: float) -> JobsRun:
+             timeout_s: float, sample: str = "portrait.jpg") -> JobsRun:
     """Enqueue ``count`` jobs, wait for them, and collect every record of the run."""
     pids = [w.pid for w in workers]
     before = task_totals(workers)
     with TreeSampler(pids, ctx.redis) as sampler, CpuWindow(pids) as cpu:
-        ids = enqueue_many(ctx, count, provider)
+        ids = enqueue_many(ctx, count, provider, sample)
         finished = wait_final(ctx, count, timeout_s)
     totals = task_totals(workers)
     totals.subtract(before)
@@ -147,6 +148,7 @@ def job_figures(run: JobsRun) -> dict:
     return {
         "jobs": n, "succeeded": len(ok), "failed": n - len(ok), "all_succeeded": len(ok) == n,
         "timed_out": not run.finished, "span_s": rounded(span_s, 3),
+        "failure_codes": dict(Counter(r.error.code for r in run.records if r.error)),
         "jobs_per_s": rounded(len(ok) / span_s if span_s else 0.0),
         "e2e_p50_s": rounded(percentile(e2e, 50)), "e2e_p95_s": rounded(percentile(e2e, 95)),
         "store_lag_p50_s": rounded(percentile(lag, 50)),
