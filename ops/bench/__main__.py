@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import logging
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -79,8 +80,13 @@ def _run_one(ctx: Context, report: dict, number: str, params: P.Params) -> None:
                                    **result}
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the stack: every process started is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report = run(args)
