@@ -53,15 +53,15 @@ def run_step(task: Task, step, job_id: str, *args) -> None:
 
 @app.task(name="enhance.submit", base=JobTask, bind=True,
           max_retries=get_settings().submit_max_retries)
-def submit(self: Task, job_id: str) -> None:
+def submit(self: Task, job_id: str, waited: bool = False) -> None:
     """Send a queued job to its provider (once) and schedule its first poll."""
-    run_step(self, pipeline.submit_job, job_id)
+    run_step(self, pipeline.submit_job, job_id, waited)
 
 
 @app.task(name="enhance.poll", base=JobTask, bind=True, max_retries=30)
-def poll(self: Task, job_id: str, token: str) -> None:
+def poll(self: Task, job_id: str, token: str, waited: bool = False) -> None:
     """Ask the provider about a job once; schedule the next poll or the store."""
-    run_step(self, pipeline.poll_job, job_id, token)
+    run_step(self, pipeline.poll_job, job_id, token, waited)
 
 
 @app.task(name="enhance.store", base=JobTask, bind=True, max_retries=20)
@@ -79,11 +79,11 @@ def reconcile() -> int:
 class CeleryDispatcher:
     """Sends the pipeline's next steps as Celery tasks on their queues."""
 
-    def submit(self, job_id: str, countdown_s: float = 0) -> None:
-        submit.apply_async((job_id,), countdown=countdown_s or None)
+    def submit(self, job_id: str, countdown_s: float = 0, waited: bool = False) -> None:
+        submit.apply_async((job_id, waited), countdown=countdown_s or None)
 
-    def poll(self, job_id: str, token: str, countdown_s: float) -> None:
-        poll.apply_async((job_id, token), countdown=countdown_s or None)
+    def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None:
+        poll.apply_async((job_id, token, waited), countdown=countdown_s or None)
 
     def store(self, job_id: str, countdown_s: float = 0) -> None:
         store.apply_async((job_id,), countdown=countdown_s or None)

@@ -62,11 +62,3 @@ def stored(rt: Runtime, record: JobRecord) -> None:
     if started and done:
         rt.stats.incr("store_lag_s_sum", (done - started).total_seconds())
         rt.stats.incr("store_lag_count")
-
-
-def acquire_budget(rt: Runtime, provider: str, *, submit: bool) -> bool:
-    return rt.budget.try_acquire(provider, submit=submit)
-
-
-def budget_wait_s(rt: Runtime, provider: str) -> float:
-    return rt.budget.wait_s(provider)

@@ -42,9 +42,9 @@ POLLING = (JobState.SUBMITTED, JobState.PROCESSING)
 class Dispatcher(Protocol):
     """Sends the next step of a job; the real one enqueues Celery tasks."""
 
-    def submit(self, job_id: str, countdown_s: float = 0) -> None: ...
+    def submit(self, job_id: str, countdown_s: float = 0, waited: bool = False) -> None: ...
 
-    def poll(self, job_id: str, token: str, countdown_s: float) -> None: ...
+    def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None: ...
 
     def store(self, job_id: str, countdown_s: float = 0) -> None: ...
 
@@ -69,11 +69,21 @@ def fail_job(rt: Runtime, job_id: str, exc: BaseException) -> JobRecord | None:
     return record
 
 
+def _budget_wait_s(rt: Runtime, provider: str, *, submit: bool, waited: bool) -> float:
+    """0 when the provider budget lets this request go now, else the countdown to retry."""
+    if rt.budget.try_acquire(provider, submit=submit):
+        return 0
+    return rt.budget.wait_s(provider, submit=submit, waited=waited)
+
+
 # --- submit --------------------------------------------------------------------------
 
 
-def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
-    """Send a queued job to its provider, exactly once, and schedule its first poll."""
+def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str, waited: bool = False) -> None:
+    """Send a queued job to its provider, exactly once, and schedule its first poll.
+
+    ``waited`` says this delivery already waited for its turn in the provider budget.
+    """
     record = rt.jobs.get(job_id)
     if record.state is not JobState.QUEUED:
         log.info("job %s: submit skipped, already %s", job_id, record.state.value)
@@ -81,8 +91,9 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
     check_still_possible(rt, record)
     provider = rt.provider(record.provider)
     request = staging.build_provider_request(rt, provider, record)
-    if not events.acquire_budget(rt, record.provider, submit=True):
-        dispatch.submit(job_id, countdown_s=events.budget_wait_s(rt, record.provider))
+    wait_s = _budget_wait_s(rt, record.provider, submit=True, waited=waited)
+    if wait_s:
+        dispatch.submit(job_id, countdown_s=wait_s, waited=True)
         return
     started = utcnow()
     claimed = rt.jobs.update(
@@ -143,15 +154,17 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
 # --- poll ----------------------------------------------------------------------------
 
 
-def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str) -> None:
+def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
+             waited: bool = False) -> None:
     """Ask the provider once about a job; finish it or schedule the next poll."""
     record = rt.jobs.get(job_id)
     if record.state not in POLLING or record.poll_token != token:
         log.debug("job %s: stale poll %s ignored", job_id, token)
         return
     check_still_possible(rt, record)
-    if not events.acquire_budget(rt, record.provider, submit=False):
-        dispatch.poll(job_id, token, events.budget_wait_s(rt, record.provider))
+    wait_s = _budget_wait_s(rt, record.provider, submit=False, waited=waited)
+    if wait_s:
+        dispatch.poll(job_id, token, wait_s, waited=True)
         return
     provider = rt.provider(record.provider)
     status = events.counted(rt, record.provider, "poll", provider.query, record.provider_job_id)

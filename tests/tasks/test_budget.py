@@ -1,4 +1,4 @@
-"""ProviderBudget against a real Redis: one budget shared by every worker."""
+"""ProviderBudget against a real Redis: one paced budget shared by every worker."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import time
 import pytest
 
 from storage.jobs import JobRecord, JobSource, JobState, JobStore, in_states
-from tasks.budget import COOLDOWN_KEY, MIN_WAIT_S, SUBMIT_HEADROOM, ProviderBudget, rate_item
+from tasks.budget import (
+    COOLDOWN_KEY,
+    PACE_KEY,
+    PACING_MARGIN,
+    SUBMIT_SHARE,
+    ProviderBudget,
+)
 from workers.settings import Settings
 
-WINDOW_S = 1.0
-MARGIN_S = 0.1  # kept off the window edge, for the time between a call and its timestamp
+CLOCK_SLACK_S = 0.01  # between Redis setting or expiring a key and our clock reading it
 
 
 @pytest.fixture
@@ -26,21 +31,19 @@ def make_budget(redis_url, redis_client):
     return make
 
 
-def assert_within_rate(times: list[float], max_rps: int) -> None:
-    """No span shorter than the window holds more than ``max_rps`` of ``times``."""
-    times = sorted(times)
-    for i, start in enumerate(times):
-        in_window = [t for t in times[i:] if t - start < WINDOW_S - MARGIN_S]
-        assert len(in_window) <= max_rps, (start, in_window)
-
-
-def burst(budgets: list[ProviderBudget], provider: str, attempts: int, *, submit: bool) -> list:
-    """Call ``try_acquire`` in a tight loop, taking turns; return when each one succeeded."""
-    granted = []
-    for i in range(attempts):
+def run_for(budgets, provider: str, seconds: float, *, submit: bool) -> list[float]:
+    """Call ``try_acquire`` in a tight loop, workers taking turns; return grant times."""
+    granted, i = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         if budgets[i % len(budgets)].try_acquire(provider, submit=submit):
-            granted.append(time.time())
+            granted.append(time.monotonic())
+        i += 1
     return granted
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 def add_jobs(store: JobStore, provider: str, state: JobState, count: int) -> list[str]:
@@ -48,159 +51,155 @@ def add_jobs(store: JobStore, provider: str, state: JobState, count: int) -> lis
     for _ in range(count):
         record, _ = store.create(JobRecord(provider=provider, model="m",
                                            source=JobSource(uri="https://example.com/a.png")))
-        store.update(record.id, in_states(JobState.QUEUED), lambda r: {"state": state})
+        if state is not JobState.QUEUED:
+            store.update(record.id, in_states(JobState.QUEUED), lambda r: {"state": state})
         ids.append(record.id)
     return ids
 
 
-# --- the window item -----------------------------------------------------------------
+def test_interval_is_the_rate_with_a_margin(make_budget):
+    budget = make_budget(picwish_max_rps=2, hitpaw_max_rps=0.5)
+    assert budget.interval_s("picwish") == pytest.approx(PACING_MARGIN / 2)
+    assert budget.interval_s("hitpaw") == pytest.approx(PACING_MARGIN * 2)
 
 
-def test_rate_item_per_second():
-    item = rate_item(5)
-    assert (item.amount, item.get_expiry()) == (5, 1)
+def test_two_workers_together_send_evenly_spaced_requests(make_budget):
+    workers = [make_budget(picwish_max_rps=10), make_budget(picwish_max_rps=10)]
+    granted = run_for(workers, "picwish", 1.0, submit=False)
+
+    interval = workers[0].interval_s("picwish")
+    assert 5 <= len(granted) <= 1.0 / interval + 1
+    assert min(gaps(granted)) >= interval - CLOCK_SLACK_S
 
 
-def test_rate_item_rounds_a_fractional_rate_down():
-    assert rate_item(2.7).amount == 2
+def test_workers_in_threads_never_crowd_a_second(make_budget):
+    workers = [make_budget(picwish_max_rps=4) for _ in range(6)]
+    granted: list[float] = []
+    lock = threading.Lock()
 
+    def work(budget):
+        for t in run_for([budget], "picwish", 1.5, submit=False):
+            with lock:
+                granted.append(t)
 
-def test_rate_item_below_one_per_second_spreads_the_window():
-    item = rate_item(0.25)
-    assert (item.amount, item.get_expiry()) == (1, 4)
-    assert rate_item(0.3).get_expiry() == 4  # one per 3.33 s, rounded to the slower side
-
-
-# --- the shared window ---------------------------------------------------------------
-
-
-def test_two_workers_together_stay_within_max_rps(make_budget):
-    workers = [make_budget(picwish_max_rps=4), make_budget(picwish_max_rps=4)]
-    granted = burst(workers, "picwish", 40, submit=False)
-    assert len(granted) >= 4  # the budget is there to be used
-    assert_within_rate(granted, 4)
-
-
-def test_two_workers_in_threads_stay_within_max_rps(make_budget):
-    workers = [make_budget(hitpaw_max_rps=5), make_budget(hitpaw_max_rps=5)]
-    granted, lock = [], threading.Lock()
-
-    def hammer(budget):
-        times = burst([budget], "hitpaw", 30, submit=False)
-        with lock:
-            granted.extend(times)
-
-    threads = [threading.Thread(target=hammer, args=(workers[i % 2],)) for i in range(6)]
+    threads = [threading.Thread(target=work, args=(b,)) for b in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(granted) >= 5
-    assert_within_rate(granted, 5)
+
+    granted.sort()
+    assert min(gaps(granted)) >= workers[0].interval_s("picwish") - CLOCK_SLACK_S
+    for i, start in enumerate(granted):  # no one-second span holds more than max_rps
+        assert sum(1 for t in granted[i:] if t - start < 1.0) <= 4
 
 
 def test_providers_have_separate_budgets(make_budget):
-    budget = make_budget(picwish_max_rps=2, hitpaw_max_rps=2)
-    assert len(burst([budget], "picwish", 10, submit=False)) <= 2
-    assert burst([budget], "hitpaw", 1, submit=False) != []
-
-
-def test_wait_s_reports_the_window_reset_when_spent(make_budget):
-    budget = make_budget(picwish_max_rps=2)
-    burst([budget], "picwish", 5, submit=False)
-    assert not budget.try_acquire("picwish", submit=False)
-    assert MIN_WAIT_S <= budget.wait_s("picwish") <= WINDOW_S
-
-
-# --- the 429 cool-down ---------------------------------------------------------------
-
-
-def test_cool_down_blocks_every_worker(make_budget):
-    first, second = make_budget(), make_budget()
-    first.back_off("picwish", 30)
-    for budget in (first, second):
-        assert not budget.try_acquire("picwish", submit=False)
-        assert not budget.try_acquire("picwish", submit=True)
-        assert 29 < budget.wait_s("picwish") <= 30
-    assert second.try_acquire("hitpaw", submit=False)  # the other provider is unaffected
-
-
-def test_cool_down_ends_after_retry_after(make_budget):
-    first, second = make_budget(), make_budget()
-    first.back_off("hitpaw", 0.2)
-    assert not second.try_acquire("hitpaw", submit=False)
-    time.sleep(0.3)
-    assert second.try_acquire("hitpaw", submit=False)
-
-
-def test_cool_down_without_retry_after_lasts_a_second(make_budget, redis_client):
-    make_budget().back_off("picwish", None)
-    assert 900 < redis_client.pttl(COOLDOWN_KEY + "picwish") <= 1000
-
-
-def test_a_sub_millisecond_retry_after_still_cools_down(make_budget, redis_client):
-    # an HTTP-date Retry-After read a few microseconds before that date
     budget = make_budget()
-    budget.back_off("hitpaw", 0.0004)
-    assert redis_client.pttl(COOLDOWN_KEY + "hitpaw") <= 1
-    time.sleep(0.01)
+    assert budget.try_acquire("picwish", submit=False)
+    assert not budget.try_acquire("picwish", submit=False)
     assert budget.try_acquire("hitpaw", submit=False)
 
 
-def test_cool_down_is_capped_at_max_countdown(make_budget, redis_client):
-    make_budget(max_countdown_s=20, visibility_timeout_s=900).back_off("picwish", 86400)
-    assert 19_000 < redis_client.pttl(COOLDOWN_KEY + "picwish") <= 20_000
+def test_cool_down_blocks_every_worker_until_retry_after(make_budget):
+    first, second = make_budget(), make_budget()
+    first.back_off("hitpaw", retry_after_s=0.3)
+
+    assert not first.try_acquire("hitpaw", submit=False)
+    assert not second.try_acquire("hitpaw", submit=True)
+    assert 0.3 <= second.wait_s("hitpaw") <= 0.3 + second.interval_s("hitpaw")
+    time.sleep(0.35)
+    assert second.try_acquire("hitpaw", submit=False)
 
 
-def test_cool_down_takes_nothing_from_the_window(make_budget):
-    budget = make_budget(picwish_max_rps=3)
-    budget.back_off("picwish", 0.1)
-    assert burst([budget], "picwish", 5, submit=False) == []
-    time.sleep(0.15)
-    assert len(burst([budget], "picwish", 5, submit=False)) == 3
+@pytest.mark.parametrize(("retry_after_s", "expected_ms"), [
+    (None, 1000), (0, 1000), (0.0004, 1), (10_000, 5000),
+])
+def test_cool_down_length(make_budget, redis_client, retry_after_s, expected_ms):
+    budget = make_budget(max_countdown_s=5, visibility_timeout_s=60)
+    budget.back_off("picwish", retry_after_s)
+    assert expected_ms - 50 <= redis_client.pttl(COOLDOWN_KEY + "picwish") <= expected_ms
 
 
-# --- submits leave headroom; in-flight cap -------------------------------------------
+def test_submits_take_at_most_their_share_and_polls_the_rest(make_budget):
+    budget = make_budget(picwish_max_rps=10)
+    submits, polls = [], []
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        if budget.try_acquire("picwish", submit=True):
+            submits.append(time.monotonic())
+        elif budget.try_acquire("picwish", submit=False):
+            polls.append(time.monotonic())
 
-
-def test_submits_leave_headroom_for_polls(make_budget):
-    budget = make_budget(picwish_max_rps=4)
-    submits = burst([budget], "picwish", 10, submit=True)
-    assert len(submits) == 4 - SUBMIT_HEADROOM
-    assert budget.try_acquire("picwish", submit=False)  # the poll gets the last slot
-    assert not budget.try_acquire("picwish", submit=False)
-
-
-def test_polls_may_spend_the_whole_window(make_budget):
-    budget = make_budget(picwish_max_rps=3)
-    assert len(burst([budget], "picwish", 10, submit=False)) == 3
-    assert not budget.try_acquire("picwish", submit=True)
-
-
-def test_one_request_per_second_still_allows_a_submit(make_budget):
-    budget = make_budget(picwish_max_rps=1)
-    assert budget.try_acquire("picwish", submit=True)
-    assert not budget.try_acquire("picwish", submit=False)
+    interval = budget.interval_s("picwish")
+    assert min(gaps(submits)) >= interval / SUBMIT_SHARE - CLOCK_SLACK_S
+    assert len(polls) >= len(submits) - 1, "the slots submits may not take go to polls"
+    assert min(gaps(sorted(submits + polls))) >= interval - CLOCK_SLACK_S
 
 
 def test_in_flight_cap_refuses_submits_not_polls(make_budget, redis_client):
-    budget = make_budget(picwish_max_in_flight=2, picwish_max_rps=50)
+    budget = make_budget(picwish_max_in_flight=2, picwish_max_rps=1000)
     store = JobStore(redis_client)
     add_jobs(store, "picwish", JobState.SUBMITTED, 1)
     processing = add_jobs(store, "picwish", JobState.PROCESSING, 1)
     add_jobs(store, "hitpaw", JobState.PROCESSING, 5)  # another provider's jobs don't count
 
     assert not budget.try_acquire("picwish", submit=True)
+    assert redis_client.pttl(PACE_KEY + "picwish") < 0, "a refused submit spends no slot"
     assert budget.try_acquire("picwish", submit=False)
     assert budget.try_acquire("hitpaw", submit=True)
 
     store.update(processing[0], in_states(JobState.PROCESSING),
                  lambda r: {"state": JobState.STORING})
+    time.sleep(0.01)  # the poll's pacing slot (2 ms) has passed
     assert budget.try_acquire("picwish", submit=True)
 
 
-def test_a_refused_submit_spends_no_budget(make_budget, redis_client):
-    budget = make_budget(picwish_max_in_flight=1, picwish_max_rps=2)
+def test_refused_tasks_are_booked_one_turn_apart(make_budget):
+    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
+    assert budget.try_acquire("picwish", submit=True)
+    submit_interval = budget.interval_s("picwish") / SUBMIT_SHARE
+
+    submits = [budget.wait_s("picwish", submit=True) for _ in range(20)]
+    polls = [budget.wait_s("picwish", submit=False) for _ in range(20)]
+
+    assert submits[0] <= submit_interval, "the first waits for the submit pacing mark"
+    assert gaps(submits) == pytest.approx([submit_interval] * 19, abs=0.01)
+    assert polls[0] <= budget.interval_s("picwish")
+    assert gaps(polls) == pytest.approx([budget.interval_s("picwish")] * 19, abs=0.01)
+
+
+def test_turns_start_after_the_cool_down(make_budget):
+    budget = make_budget(picwish_max_rps=2)
+    budget.back_off("picwish", 2.0)
+    waits = [budget.wait_s("picwish") for _ in range(3)]
+    assert 1.9 <= waits[0] <= 2.0
+    assert gaps(waits) == pytest.approx([budget.interval_s("picwish")] * 2, abs=0.01)
+
+
+def test_nothing_is_booked_past_the_countdown_ceiling(make_budget, redis_client):
+    budget = make_budget(picwish_max_rps=0.2, max_countdown_s=20, visibility_timeout_s=80)
+    waits = [budget.wait_s("picwish", submit=True) for _ in range(5)]  # 11 s apart
+    assert waits[:2] == pytest.approx([0.001, 11.0], abs=0.02)
+    assert waits[2:] == [20.0, 20.0, 20.0]
+
+
+def test_a_submit_refused_for_the_in_flight_cap_waits_for_jobs_to_finish(make_budget,
+                                                                         redis_client):
+    budget = make_budget(picwish_max_in_flight=1, picwish_poll_interval_s=1.5)
     add_jobs(JobStore(redis_client), "picwish", JobState.SUBMITTED, 1)
-    assert burst([budget], "picwish", 5, submit=True) == []
-    assert len(burst([budget], "picwish", 5, submit=False)) == 2
+    assert not budget.try_acquire("picwish", submit=True)
+    assert budget.wait_s("picwish", submit=True) == 3.0
+
+
+def test_a_task_refused_at_its_turn_keeps_its_place_at_the_front(make_budget, redis_client):
+    budget = make_budget(picwish_max_rps=2)
+    assert budget.try_acquire("picwish", submit=False)  # the pace mark is now set
+    booked = [budget.wait_s("picwish") for _ in range(3)]
+
+    again = budget.wait_s("picwish", waited=True)
+
+    pace_left_s = redis_client.pttl(PACE_KEY + "picwish") / 1000
+    assert pace_left_s - 0.01 <= again <= pace_left_s + budget.interval_s("picwish") / 4 + 0.01
+    assert budget.wait_s("picwish") == pytest.approx(booked[-1] + budget.interval_s("picwish"),
+                                                     abs=0.02), "the chain did not move"

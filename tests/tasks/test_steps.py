@@ -21,10 +21,10 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
 
-    def submit(self, job_id, countdown_s=0):
+    def submit(self, job_id, countdown_s=0, waited=False):
         self.sent.append(("submit", job_id))
 
-    def poll(self, job_id, token, countdown_s):
+    def poll(self, job_id, token, countdown_s, waited=False):
         self.sent.append(("poll", job_id, token, countdown_s))
 
     def store(self, job_id, countdown_s=0):
