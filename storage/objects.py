@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MIN_PART_SIZE_BYTES = 5 * MIB  # S3's smallest part (except the last)
-HEADER_PROBE_BYTES = (64 * 1024, 1 * MIB)  # the second only when big JPEG APP segments come first
+HEADER_PROBE_BYTES = (64 * 1024, 16 * MIB)  # the second only when big metadata (ICC, XMP) comes first
 _READ_ALL_CHUNK_BYTES = MIB  # read(-1) pulls the source in pieces of this size
 _TRANSIENT_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",

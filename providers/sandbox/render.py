@@ -5,14 +5,14 @@ fall back to PNG). ``dpi`` is written where the format carries it (JPEG, PNG, TI
 without it the input's own DPI is kept. EXIF is copied only when asked.
 
 Padding (``large_result_bytes``) grows a file while keeping it a valid image: a private
-ancillary chunk in PNG, APP15 segments in JPEG, trailing bytes elsewhere. It is written
-in 1 MiB pieces, never held in memory.
+ancillary chunk in PNG, trailing bytes after the end of the image elsewhere (JPEG's EOI
+included: metadata segments before the frame header would make any reader of the header
+buffer the padding). It is written in 1 MiB pieces, never held in memory.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import tempfile
 import warnings
@@ -23,7 +23,6 @@ from pathlib import Path
 from PIL import Image, ImageFilter
 
 PAD_CHUNK_BYTES = 1024 * 1024
-_JPEG_SEGMENT_MAX = 65533  # payload bytes of one APP segment
 _WRITABLE = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP", "BMP": "BMP",
              "TIFF": "TIFF", "TGA": "TGA"}
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff",
@@ -171,9 +170,7 @@ def pad_file(path: Path, fmt: str, target_bytes: int) -> None:
         return
     if fmt == "PNG":
         _pad_png(path, missing)
-    elif fmt == "JPEG":
-        _pad_jpeg(path, missing)
-    else:
+    else:  # after JPEG's EOI as after any other format's end: decoders stop before it
         with path.open("ab") as fh:
             _write_zeros(fh, missing)
 
@@ -201,17 +198,3 @@ def _pad_png(path: Path, missing: int) -> None:
         fh.write(struct.pack(">I", length) + b"saNd")
         crc = _write_zeros(fh, length, zlib.crc32(b"saNd"))
         fh.write(struct.pack(">I", crc & 0xFFFFFFFF) + tail)
-
-
-def _pad_jpeg(path: Path, missing: int) -> None:
-    """Rewrite the JPEG with APP15 segments of zeros right after SOI."""
-    tmp = path.with_suffix(".padding")
-    with path.open("rb") as src, tmp.open("wb") as dst:
-        dst.write(src.read(2))  # SOI
-        while missing > 0:
-            payload = min(_JPEG_SEGMENT_MAX, max(0, missing - 4))
-            dst.write(b"\xff\xef" + struct.pack(">H", payload + 2))
-            _write_zeros(dst, payload)
-            missing -= payload + 4
-        shutil.copyfileobj(src, dst, PAD_CHUNK_BYTES)
-    tmp.replace(path)
