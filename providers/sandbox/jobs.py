@@ -84,6 +84,7 @@ class JobStore:
 
     def __init__(self, work_dir: Path, workers: int) -> None:
         self.work_dir = work_dir
+        work_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._results: dict[str, Job] = {}

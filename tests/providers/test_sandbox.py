@@ -124,6 +124,10 @@ def test_reset_forgets_jobs_and_log(sandbox):
     assert resp.json()["error_code"] == 110400002
 
 
+def test_reset_of_a_sandbox_that_has_had_no_job(sandbox):
+    assert admin(sandbox, "POST", "reset").status_code == 200
+
+
 # --- admin endpoints ----------------------------------------------------------------------
 
 
