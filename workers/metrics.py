@@ -7,8 +7,6 @@ worker: serve them from one process (``enhance metrics``), not from each worker.
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 
@@ -86,6 +84,5 @@ class JobCollector:
 def serve_metrics(port: int, address: str = "0.0.0.0") -> None:
     """Serve the job metrics on ``port`` until interrupted."""
     REGISTRY.register(JobCollector())
-    start_http_server(port, addr=address)
-    while True:
-        time.sleep(3600)  # the HTTP server runs in its own thread
+    _server, thread = start_http_server(port, addr=address)
+    thread.join()  # serves in that thread until the process is stopped
