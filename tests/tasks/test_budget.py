@@ -17,7 +17,7 @@ from tasks.budget import (
 )
 from workers.settings import Settings
 
-CLOCK_SLACK_S = 0.01  # between Redis setting or expiring a key and our clock reading it
+CLOCK_SLACK_S = 0.03  # between Redis setting or expiring a key and our clock reading it
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_cool_down_blocks_every_worker_until_retry_after(make_budget):
 
     assert not first.try_acquire("hitpaw", submit=False)
     assert not second.try_acquire("hitpaw", submit=True)
-    assert 0.3 <= second.wait_s("hitpaw") <= 0.3 + second.interval_s("hitpaw")
+    assert 0.25 <= second.wait_s("hitpaw") <= 0.3 + second.interval_s("hitpaw")
     time.sleep(0.35)
     assert second.try_acquire("hitpaw", submit=False)
 
@@ -164,9 +164,9 @@ def test_refused_tasks_are_booked_one_turn_apart(make_budget):
     polls = [budget.wait_s("picwish", submit=False) for _ in range(20)]
 
     assert submits[0] <= submit_interval, "the first waits for the submit pacing mark"
-    assert gaps(submits) == pytest.approx([submit_interval] * 19, abs=0.01)
+    assert gaps(submits) == pytest.approx([submit_interval] * 19, abs=CLOCK_SLACK_S)
     assert polls[0] <= budget.interval_s("picwish")
-    assert gaps(polls) == pytest.approx([budget.interval_s("picwish")] * 19, abs=0.01)
+    assert gaps(polls) == pytest.approx([budget.interval_s("picwish")] * 19, abs=CLOCK_SLACK_S)
 
 
 def test_turns_start_after_the_cool_down(make_budget):
@@ -174,13 +174,13 @@ def test_turns_start_after_the_cool_down(make_budget):
     budget.back_off("picwish", 2.0)
     waits = [budget.wait_s("picwish") for _ in range(3)]
     assert 1.9 <= waits[0] <= 2.0
-    assert gaps(waits) == pytest.approx([budget.interval_s("picwish")] * 2, abs=0.01)
+    assert gaps(waits) == pytest.approx([budget.interval_s("picwish")] * 2, abs=CLOCK_SLACK_S)
 
 
 def test_nothing_is_booked_past_the_countdown_ceiling(make_budget, redis_client):
     budget = make_budget(picwish_max_rps=0.2, max_countdown_s=20, visibility_timeout_s=80)
     waits = [budget.wait_s("picwish", submit=True) for _ in range(5)]  # 11 s apart
-    assert waits[:2] == pytest.approx([0.001, 11.0], abs=0.02)
+    assert waits[:2] == pytest.approx([0.001, 11.0], abs=CLOCK_SLACK_S)
     assert waits[2:] == [20.0, 20.0, 20.0]
 
 
@@ -202,4 +202,4 @@ def test_a_task_refused_at_its_turn_keeps_its_place_at_the_front(make_budget, re
     pace_left_s = redis_client.pttl(PACE_KEY + "picwish") / 1000
     assert pace_left_s - 0.01 <= again <= pace_left_s + budget.interval_s("picwish") / 4 + 0.01
     assert budget.wait_s("picwish") == pytest.approx(booked[-1] + budget.interval_s("picwish"),
-                                                     abs=0.02), "the chain did not move"
+                                                     abs=CLOCK_SLACK_S), "the chain did not move"
