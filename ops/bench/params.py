@@ -67,10 +67,7 @@ class LargeResults:
     """Scenario 4: results of hundreds of MB streamed into S3."""
 
     sizes_bytes: tuple[int, ...] = (100 * MB, 200 * MB, 400 * MB)
-    # PNG: the sandbox pads a JPEG with APP15 segments before its frame header, and our
-    # store reads at most 1 MiB looking for the header (HEADER_PROBE_BYTES), so padded
-    # JPEG results over ~1 MiB fail with result_check_failed. A PNG's header comes first.
-    sample: str = "product.png"
+    sample: str = "product.png"  # padded inside the PNG (an ancillary chunk before IEND)
     jobs_per_size: int = 2
     latency_s: tuple[float, float] = (1.0, 2.0)
     worker_processes: int = 2
