@@ -7,6 +7,8 @@ Keys (all under ``KEY_PREFIX``):
 - ``due``: sorted set of non-final job ids, scored by when their next step is overdue;
   the reconcile task reads it to re-drive anything a lost message left behind.
 - ``counts``: hash of state -> number of jobs in that state now.
+- ``events:<id>``: a pub/sub channel that announces each change of a job's record, so a
+  person waiting on a job (``enhance submit --wait``) blocks on it instead of polling.
 
 Every change goes through ``JobStore.update(job_id, guard, change)``: the record is read
 under ``WATCH``, the guard decides on what was read, and the write happens in one
@@ -15,8 +17,9 @@ under ``WATCH``, the guard decides on what was read, and the write happens in on
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -223,6 +226,7 @@ class JobStore:
     def _write(self, pipe: Any, record: JobRecord, previous: JobRecord | None) -> None:
         key = self._key("job", record.id)
         pipe.set(key, record.model_dump_json())
+        pipe.publish(self._key("events", record.id), record.state.value)
         if record.state.final:
             pipe.expire(key, FINAL_RECORD_TTL_S)
             pipe.zrem(self._key("due"), record.id)
@@ -235,6 +239,21 @@ class JobStore:
             if previous is not None:
                 for field in (previous.state.value, f"{previous.provider}:{previous.state.value}"):
                     pipe.hincrby(counts, field, -1)
+
+    def watch(self, job_ids: Iterable[str], timeout_s: float) -> Iterator[list[JobRecord]]:
+        """Yield the jobs' records now, then again after each change, until ``timeout_s``.
+
+        Blocks on the jobs' change announcements between yields; the caller stops
+        iterating when it has seen enough.
+        """
+        job_ids = list(job_ids)
+        deadline = time.monotonic() + timeout_s
+        with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(*[self._key("events", job_id) for job_id in job_ids])
+            yield self.get_many(job_ids)
+            while (left_s := deadline - time.monotonic()) > 0:
+                if pubsub.get_message(timeout=left_s) is not None:
+                    yield self.get_many(job_ids)
 
     def overdue(self, now: datetime, limit: int = 500) -> list[str]:
         """Ids of non-final jobs whose next step should have happened before ``now``."""

@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import click
 
@@ -119,21 +118,18 @@ def submit(source, provider, model, options, idempotency_key, wait, timeout_s, a
 
 def _wait(job_id: str, timeout_s: float, show_progress: bool):
     """Follow a job until it ends or ``timeout_s`` passes; a bar shows its progress."""
-    from tasks.producer import get_job
+    from workers.runtime import get_runtime
 
-    deadline = time.monotonic() + timeout_s
+    record = None
     with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr,
                            hidden=not show_progress) as bar:
-        shown = 0
-        while True:
-            record = get_job(job_id)
+        for [record] in get_runtime().jobs.watch([job_id], timeout_s):
             done = 100 if record.state.final else (record.progress or 0)
             bar.label = f"job {job_id} {record.state.value}"
-            bar.update(max(done - shown, 0))
-            shown = max(shown, done)
-            if record.state.final or time.monotonic() > deadline:
-                return record
-            time.sleep(0.5)  # the CLI waits for a person; workers never sleep
+            bar.update(max(done - bar.pos, 0))
+            if record.state.final:
+                break
+    return record
 
 
 @main.command()

@@ -148,11 +148,9 @@ def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:
     ids = [enqueue(j.source, j.provider, j.model, j.options, filename=j.label.split()[0],
                    runtime=rt) for j in jobs]
     click.echo(f"enqueued {len(ids)} jobs in {time.monotonic() - started:.3f} s")
-    deadline = started + timeout_s
-    records = rt.jobs.get_many(ids)
-    while not all(r.state.final for r in records) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        records = rt.jobs.get_many(ids)
+    for records in rt.jobs.watch(ids, timeout_s):
+        if all(r.state.final for r in records):
+            break
     _print_table(jobs, records)
     return 0 if all(r.state.value == "succeeded" for r in records) else 1
 

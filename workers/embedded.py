@@ -12,13 +12,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 LOOPBACK = "127.0.0.1"
+STARTUP_BACKOFF_CAP_S = 0.2  # longest pause between two connection attempts at start-up
 
 
 def free_port() -> int:
@@ -60,11 +62,7 @@ def embedded_redis(startup_timeout_s: float = 10.0) -> Iterator[str]:
     )
     url = f"redis://{LOOPBACK}:{port}/0"
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not redis_answers(url, timeout_s=0.2):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+        _wait_until_ready(url, proc, startup_timeout_s)
         yield url
     finally:
         proc.terminate()
@@ -73,6 +71,20 @@ def embedded_redis(startup_timeout_s: float = 10.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_until_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    """Connect with redis-py's own backoff until the new server answers PING."""
+    attempts = max(int(timeout_s / STARTUP_BACKOFF_CAP_S), 1)
+    retry = Retry(ExponentialBackoff(cap=STARTUP_BACKOFF_CAP_S, base=0.01), attempts)
+    client = redis.Redis.from_url(url, retry=retry, retry_on_error=[redis.ConnectionError])
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        state = f"exited with {proc.returncode}" if proc.poll() is not None else "no answer"
+        raise RuntimeError(f"redis-server did not start at {url}: {state}") from exc
+    finally:
+        client.close()
 
 
 @contextmanager
