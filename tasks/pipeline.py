@@ -139,12 +139,12 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
                    "poll_token": token,
                    "next_check_at": seconds_from_now(delay + settings.stale_after_s)},
     )
+    events.charged(rt, record.provider, sub.cost)
     if updated is None:  # failed meanwhile (e.g. by reconcile): keep what we paid for
         rt.jobs.update(record.id, lambda r: True,
                        lambda r: {"provider_job_id": sub.job_id, "cost": sub.cost})
         return
     events.transition(rt, updated)
-    events.charged(rt, record.provider, sub.cost)
     if sub.status is not None:
         apply_status(rt, dispatch, updated, token, sub.status)
     else:
