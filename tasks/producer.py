@@ -11,7 +11,7 @@ from typing import Any
 
 from providers import get_provider_class
 from providers.errors import InvalidInput
-from storage.jobs import JobRecord, JobState, seconds_from_now
+from storage.jobs import JobRecord, seconds_from_now
 from tasks import events, staging
 from tasks.staging import Source
 from workers.runtime import Runtime, get_runtime
@@ -68,8 +68,4 @@ def get_job(job_id: str, *, runtime: Runtime | None = None) -> JobRecord:
     return (runtime or get_runtime()).jobs.get(job_id)
 
 
-def is_final(record: JobRecord) -> bool:
-    return record.state in (JobState.SUCCEEDED, JobState.FAILED)
-
-
-__all__ = ["enqueue", "get_job", "is_final", "InvalidInput"]
+__all__ = ["enqueue", "get_job", "InvalidInput"]

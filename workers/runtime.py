@@ -18,7 +18,7 @@ from providers import get_provider_class
 from providers.base import Provider
 from providers.errors import AuthFailed
 from storage.jobs import JobStore
-from storage.objects import ObjectStore, make_s3_client
+from storage.objects import ObjectStore
 from storage.stats import Stats
 from tasks.budget import ProviderBudget
 from tasks.schedule import DurationModel
@@ -44,11 +44,7 @@ class Runtime:
         s = self.settings
         self.redis = redis.Redis.from_url(s.redis_url, socket_timeout=10, health_check_interval=30)
         self.jobs = JobStore(self.redis)
-        client = make_s3_client(s.s3_endpoint_url, s.s3_region)
-        self.objects = ObjectStore(
-            client, s.s3_bucket, s.s3_prefix,
-            part_size_bytes=s.s3_part_size_bytes, max_concurrency=s.s3_max_concurrency,
-        )
+        self.objects = ObjectStore.from_settings(s)
         self.http = requests.Session()
         self.http.headers["User-Agent"] = USER_AGENT
         self.stats = Stats(self.redis)
