@@ -163,26 +163,24 @@ class Stack:
         return proc
 
     def _start_moto(self) -> str:
-        port = free_port()
-        proc = self._launch("moto", [sys.executable, "-m", "moto.server", "-H", LOOPBACK,
-                                     "-p", str(port)])
-        url = f"http://{LOOPBACK}:{port}"
-        wait_until(lambda: not proc.alive() or http_ok(f"{url}/moto-api/"),
-                   STARTUP_TIMEOUT_S, "moto S3 server start")
-        if not proc.alive():
-            raise RuntimeError(f"moto exited: {proc.tail()}")
-        return url
+        return self._start_server("moto", [sys.executable, "-m", "moto.server", "-H", LOOPBACK,
+                                           "-p", "{port}"], "/moto-api/")
 
     def _start_sandbox(self) -> str:
-        port = free_port()
         argv = [sys.executable, "-m", "workers.cli", "sandbox", "--host", LOOPBACK,
-                "--port", str(port), "--picwish-qps", "0", "--hitpaw-qps", "0"]
-        proc = self._launch("sandbox", argv, self.env())
+                "--port", "{port}", "--picwish-qps", "0", "--hitpaw-qps", "0"]
+        return self._start_server("sandbox", argv, "/_sandbox/health", self.env())
+
+    def _start_server(self, name: str, argv: list[str], health_path: str,
+                      env: dict[str, str] | None = None) -> str:
+        """Launch an HTTP server on a free port ("{port}" in ``argv``); wait for its health."""
+        port = free_port()
+        proc = self._launch(name, [a.replace("{port}", str(port)) for a in argv], env)
         url = f"http://{LOOPBACK}:{port}"
-        wait_until(lambda: not proc.alive() or http_ok(f"{url}/_sandbox/health"),
-                   STARTUP_TIMEOUT_S, "sandbox start")
+        wait_until(lambda: not proc.alive() or http_ok(url + health_path),
+                   STARTUP_TIMEOUT_S, f"{name} start")
         if not proc.alive():
-            raise RuntimeError(f"sandbox exited: {proc.tail()}")
+            raise RuntimeError(f"{name} exited: {proc.tail()}")
         return url
 
     # --- environment -------------------------------------------------------------------
