@@ -28,14 +28,15 @@ def transition(rt: Runtime, record: JobRecord) -> None:
     }
     if record.error:
         fields["error_code"] = record.error.code
+        fields["error"] = record.error.message
         rt.stats.incr(f"failed:{record.error.code}")
     if record.output:
         fields["output_uri"] = record.output.uri
     level = logging.WARNING if record.state is JobState.FAILED else logging.INFO
-    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    log.log(level, "%s", text, extra={"job": fields})
+    text = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k != "error")
     if record.error:
-        log.log(level, "job %s failed: %s", record.id, record.error.message)
+        text += f": {record.error.message}"
+    log.log(level, "%s", text, extra={"job": fields})
 
 
 def counted(rt: Runtime, provider: str, kind: str, call: Callable[..., T], *args) -> T:
