@@ -1,14 +1,15 @@
 """The project's one exception tree.
 
-It lives in ``providers`` because that is the bottom layer: ``storage``, ``tasks`` and
-``workers`` all import it from here. The tree is split first by "retry or not"::
+Its root lives in ``providers`` because that is the bottom layer: ``storage``, ``tasks``
+and ``workers`` all import it from here. Each layer adds its own leaves: the storage
+errors (``StorageUnavailable``, ``StorageFailed``, ``ResultCheckFailed``) are in
+``storage.errors``. The tree is split first by "retry or not"::
 
     EnhanceError                      base of every error this project raises
     ├── TransientError                worth retrying later, unchanged
     │   ├── RateLimited               429 / over a request budget (honours retry_after_s)
     │   ├── ProviderUnavailable       5xx, connection refused, connect timeout
-    │   ├── ProviderTimeout           the request went out, no answer in time
-    │   └── StorageUnavailable        S3 throttling, 5xx, connection errors
+    │   └── ProviderTimeout           the request went out, no answer in time
     └── PermanentError                retrying the same request cannot help
         ├── InvalidInput              bad model, extension, size, URL (caught before paying)
         ├── AuthFailed                bad API key, service not enabled
@@ -16,8 +17,6 @@ It lives in ``providers`` because that is the bottom layer: ``storage``, ``tasks
         ├── NotFound                  unknown job or task id
         ├── ProviderJobFailed         the provider ran the job and reported failure
         ├── ProtocolError             a response of no documented shape
-        ├── StorageFailed             S3 refused the object (permissions, bad bucket)
-        ├── ResultCheckFailed         the result is not the image it claims to be
         ├── ResultExpired             the result URL expired before it was stored
         ├── OutcomeUnknown            a paid request may or may not have gone through
         └── DeadlineExceeded          the provider did not finish within the deadline
@@ -100,12 +99,6 @@ class ProviderTimeout(TransientError):
     code = "provider_timeout"
 
 
-class StorageUnavailable(TransientError):
-    """S3 throttled us, answered 5xx, or could not be reached."""
-
-    code = "storage_unavailable"
-
-
 class PermanentError(EnhanceError):
     """A failure that retrying the same request cannot fix."""
 
@@ -146,18 +139,6 @@ class ProtocolError(PermanentError):
     """The provider answered with a body of no documented shape (kept in ``body``)."""
 
     code = "protocol_error"
-
-
-class StorageFailed(PermanentError):
-    """S3 refused the request for a reason retrying cannot fix."""
-
-    code = "storage_failed"
-
-
-class ResultCheckFailed(PermanentError):
-    """The downloaded result is not an image, or its size or dimensions do not match."""
-
-    code = "result_check_failed"
 
 
 class ResultExpired(PermanentError):

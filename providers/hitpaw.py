@@ -9,10 +9,10 @@ Every documented ``error_code`` is mapped in ``HITPAW_ERRORS``.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from providers.base import ImageInfo, JobStatus, ModelInfo, Phase, Provider, Submission
 from providers.errors import EnhanceError, InvalidInput, ProtocolError, ProviderJobFailed
@@ -25,10 +25,13 @@ from providers.hitpaw_api import (
     MODELS,
     OPTIONS,
     HitPawRequest,
+    HitPawSubmitted,
+    HitPawTaskStatus,
     as_int,
     status_for,
 )
 from providers.http import (
+    DEFAULT_MAX_ANSWER_BYTES,
     ApiSession,
     body_excerpt,
     error_class_for_status,
@@ -36,7 +39,15 @@ from providers.http import (
     parse_retry_after,
 )
 from providers.images import extension_for_format, extension_from_url, normalize_extension
-from providers.validation import check_options, format_mp, pydantic_errors_as_invalid_input
+from providers.validation import (
+    check_options,
+    describe_answer_errors,
+    format_mp,
+    pydantic_errors_as_invalid_input,
+    vendor_message,
+)
+
+_Answer = TypeVar("_Answer", bound=BaseModel)
 
 
 class HitPawClient(Provider):
@@ -48,6 +59,8 @@ class HitPawClient(Provider):
         connect_timeout_s: Seconds to wait for a connection.
         read_timeout_s: Seconds to wait for an answer.
         result_ttl_s: How long a ``res_url`` is assumed downloadable (undocumented).
+        deadline_s: Seconds one call may take in all (see ``ApiSession``).
+        max_answer_bytes: The largest answer read; larger is a ``ProtocolError``.
         session: A ``requests.Session`` to use (the caller keeps ownership of it).
     """
 
@@ -62,6 +75,8 @@ class HitPawClient(Provider):
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
         result_ttl_s: int = 86400,
+        deadline_s: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         session: requests.Session | None = None,
     ) -> None:
         self.result_ttl_s = result_ttl_s
@@ -72,6 +87,8 @@ class HitPawClient(Provider):
             api_key,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
+            deadline_s=deadline_s,
+            max_answer_bytes=max_answer_bytes,
             session=session,
         )
 
@@ -172,35 +189,30 @@ class HitPawClient(Provider):
         if not isinstance(request, HitPawRequest):
             raise TypeError(f"expected a HitPawRequest, got {type(request).__name__}")
         response = self._http.request("POST", "/api/photo-enhancer", json=request.payload())
-        data = self._data(response)
-        job_id = data.get("job_id")
-        if not isinstance(job_id, str) or not job_id:
-            raise self._protocol_error(response, "submit answer has no data.job_id")
-        coins = data.get("consume_coins")
-        cost = coins if isinstance(coins, int | float) and not isinstance(coins, bool) else None
-        return Submission(provider=self.name, job_id=job_id, cost=cost)
+        submitted = self._parse(HitPawSubmitted, self._data(response), response)
+        return Submission(
+            provider=self.name, job_id=submitted.job_id, cost=submitted.consume_coins
+        )
 
     def query(self, job_id: str) -> JobStatus:
         """Ask once for the job's status."""
         if not job_id:
             raise InvalidInput("hitpaw: empty job id", self.name)
         response = self._http.request("POST", "/api/task-status", json={"job_id": job_id})
-        data = self._data(response)
-        status = data.get("status")
-        if not isinstance(status, str):
-            raise self._protocol_error(response, "task-status answer has no data.status")
-        return self._job_status(job_id, status, data, response)
+        task = self._parse(HitPawTaskStatus, self._data(response), response)
+        return self._job_status(job_id, task, response)
 
     def close(self) -> None:
         self._http.close()
 
     def _job_status(
-        self, job_id: str, status: str, data: dict[str, Any], response: requests.Response
+        self, job_id: str, task: HitPawTaskStatus, response: requests.Response
     ) -> JobStatus:
+        status = task.status
         common = {"provider": self.name, "job_id": job_id, "raw_status": status}
         if status == "COMPLETED":
-            url = data.get("res_url")
-            if not isinstance(url, str) or not url:
+            url = task.res_url
+            if not url:
                 raise self._protocol_error(response, "COMPLETED without data.res_url")
             expires_at = datetime.now(UTC) + timedelta(seconds=self.result_ttl_s)
             return JobStatus(
@@ -218,6 +230,14 @@ class HitPawClient(Provider):
         raise self._protocol_error(response, f"unknown job status {status!r}")
 
     # --- Reading answers -----------------------------------------------------------------
+
+    def _parse(self, model: type[_Answer], data: dict[str, Any],
+               response: requests.Response) -> _Answer:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise self._protocol_error(
+                response, f"invalid answer: {describe_answer_errors(exc)}") from exc
 
     def _data(self, response: requests.Response) -> dict[str, Any]:
         """The ``data`` of a success envelope; any documented error shape is raised."""
@@ -238,7 +258,7 @@ class HitPawClient(Provider):
         cls = HITPAW_ERRORS.get(vendor_code) if vendor_code is not None else None
         if cls is None:
             cls = error_class_for_status(status_for(vendor_code, response.status_code))
-        text = str(message)[:200] if message else "no message"
+        text = vendor_message(message)
         return cls(
             f"hitpaw: {text} (error_code {code}, HTTP {response.status_code})",
             self.name,

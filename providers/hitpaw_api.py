@@ -6,7 +6,7 @@ Source: /work/shared/provider-api/hitpaw-photo-enhancer.md and its reader's note
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
@@ -29,6 +29,7 @@ from providers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from providers.validation import FiniteNumber, VendorId
 
 ENHANCE, GENERATIVE = "enhance", "generative"
 
@@ -75,6 +76,7 @@ IN_PROGRESS = frozenset(
 )
 FAILED = frozenset({"ERROR", "ERROR_INTERRUPTION", "TIMEOUT", "CANCEL", "REJECT", "NSFW"})
 OPTIONS = frozenset({"extension", "exif", "dpi"})
+MAX_COINS = 1_000_000  # far above any documented price: more is not a price
 
 
 class HitPawRequest(BaseModel):
@@ -128,3 +130,28 @@ def status_for(vendor_code: int | None, http_status: int) -> int | None:
     if 100_000_000 <= vendor_code <= 999_999_999:
         return vendor_code // 1000 % 1000
     return vendor_code if 400 <= vendor_code <= 599 else None
+
+
+# --- Reading answers ---------------------------------------------------------------------
+
+
+class HitPawSubmitted(BaseModel):
+    """``data`` of a submit answer: the job's id and the coins charged (finite, >= 0).
+
+    A field of another type fails the model, which the client reports as ``ProtocolError``
+    before anything records the submission.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: VendorId
+    consume_coins: Annotated[FiniteNumber, Field(ge=0, le=MAX_COINS)] | None = None
+
+
+class HitPawTaskStatus(BaseModel):
+    """``data`` of a task-status answer: the status word and, when done, the result URL."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    status: Annotated[str, Field(strict=True, max_length=64)]
+    res_url: Annotated[str, Field(strict=True)] | None = None

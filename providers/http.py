@@ -11,6 +11,12 @@
       too many redirects                          -> ProtocolError
       malformed URL or header (our config)        -> PermanentError
 
+  ``urllib3`` errors raised while a body is read from ``Response.raw`` (read timeout,
+  connection broken, incomplete or undecodable body) map like their ``requests`` wrappers.
+- Every answer is bounded: ``read_body`` streams it under an overall deadline (``requests``'
+  read timeout is per socket read, so a body dripping a byte at a time never trips it) and
+  stops past a size cap (``ProtocolError``, with the start of the body kept).
+- ``json_body`` decodes strictly: no NaN/Infinity, no nesting deep enough to recurse out.
 - ``error_class_for_status`` maps an HTTP status (or a status-like vendor code) to a class.
 - ``parse_retry_after`` reads ``Retry-After`` (seconds or HTTP date) into seconds.
 
@@ -20,6 +26,8 @@ The API key is never put into a message, a repr or a log line.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,8 +36,11 @@ from typing import Any
 
 import requests
 from pydantic import SecretStr
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError as Urllib3ProtocolError
+from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
 
+from providers.constants import USER_AGENT
 from providers.errors import (
     BODY_EXCERPT_CHARS,
     AuthFailed,
@@ -43,7 +54,11 @@ from providers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from workers.constants import USER_AGENT
+
+#: The largest API answer read by default (after content decoding); larger is ProtocolError.
+DEFAULT_MAX_ANSWER_BYTES = 1024 * 1024
+#: How much one read of an answer body asks for.
+BODY_CHUNK_BYTES = 64 * 1024
 
 #: Classes for the HTTP statuses both vendors document; other 4xx are PermanentError.
 STATUS_ERRORS: dict[int, type[EnhanceError]] = {
@@ -113,15 +128,112 @@ def _seconds_until_http_date(value: str, now: datetime) -> float | None:
 
 def body_excerpt(response: requests.Response) -> str:
     """The start of a response body as text, for error messages and ``body``."""
-    text = response.content[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    return text
+    return _excerpt(response.content)
+
+
+def _excerpt(data: bytes) -> str:
+    return data[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+
+
+def read_body(response: requests.Response, provider: str, *, max_bytes: int,
+              deadline: float) -> bytes:
+    """Read a streamed response's whole body, at most ``max_bytes`` of it, by ``deadline``.
+
+    Each read returns what one socket read brings (``read1``) and the socket's timeout is
+    cut to the time left, so the deadline holds however slowly the bytes come.
+
+    Args:
+        response: A response sent with ``stream=True``, its body not read yet.
+        provider: The provider name, for errors.
+        max_bytes: The largest body accepted, after content decoding.
+        deadline: A ``time.monotonic()`` value by which the body must be complete.
+
+    Raises:
+        ProviderTimeout: The deadline passed first, or the body broke off.
+        ProtocolError: The body (declared or read) is over ``max_bytes``.
+    """
+    declared = _declared_length(response)
+    if declared is not None and declared > max_bytes:
+        raise _too_large(response, provider, max_bytes, b"")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := _read_some(response, provider, deadline):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(response, provider, max_bytes, b"".join(chunks))
+    return b"".join(chunks)
+
+
+def _read_some(response: requests.Response, provider: str, deadline: float) -> bytes:
+    remaining_s = deadline - time.monotonic()
+    if remaining_s <= 0:
+        raise _past_deadline(provider)
+    cap_socket_timeout(response.raw, remaining_s)
+    try:
+        return response.raw.read1(BODY_CHUNK_BYTES, decode_content=True)
+    except Urllib3ReadTimeout as exc:
+        if time.monotonic() >= deadline - 0.05:
+            raise _past_deadline(provider) from exc
+        raise
+
+
+def cap_socket_timeout(raw: Any, limit_s: float) -> None:
+    """Lower the timeout of the socket under ``raw`` (a urllib3 response) to ``limit_s``.
+
+    urllib3 sets the read timeout again on every new request over a pooled connection,
+    so the lowered value never leaks into a later call.
+    """
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is None:
+        return
+    current = sock.gettimeout()
+    if current is None or current > limit_s:
+        sock.settimeout(max(limit_s, 0.001))
+
+
+def _past_deadline(provider: str) -> ProviderTimeout:
+    return ProviderTimeout(f"{provider}: the answer did not complete in time (overall deadline)",
+                           provider)
+
+
+def _declared_length(response: requests.Response) -> int | None:
+    if response.headers.get("Content-Encoding", "identity") != "identity":
+        return None  # the length of the encoded bytes, not of the body
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
+
+
+def _too_large(response: requests.Response, provider: str, max_bytes: int,
+               start: bytes) -> ProtocolError:
+    return ProtocolError(
+        f"{provider}: answer larger than {max_bytes} bytes (HTTP {response.status_code})",
+        provider, None, response.status_code, None, _excerpt(start))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def json_body(response: requests.Response) -> Any | None:
-    """The decoded JSON body, or None when the body is not JSON."""
+    """The decoded JSON body, or None when the body is not JSON.
+
+    Strict where Python's decoder is lenient: ``NaN``, ``Infinity`` and numbers out of a
+    float's range are not JSON; nesting deep enough to exhaust the recursion limit is not
+    an answer either (the decoder raises ``RecursionError``).
+    """
     try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(
+            response.content, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -143,7 +255,8 @@ def map_requests_errors(provider: str) -> Iterator[None]:
 
     Raises:
         ProviderUnavailable: The request was not taken (connect error or timeout).
-        ProviderTimeout: The request went out and no complete answer came back.
+        ProviderTimeout: The request went out and no complete answer came back (``requests``
+            errors, and ``urllib3`` errors raised while reading ``Response.raw``).
         ProtocolError: The server redirected us in circles.
         PermanentError: The request could not be built (bad URL or header).
     """
@@ -166,6 +279,10 @@ def map_requests_errors(provider: str) -> Iterator[None]:
         raise PermanentError(f"{provider}: request not sendable: {exc}", provider) from exc
     except requests.exceptions.RequestException as exc:
         raise ProviderTimeout(f"{provider}: transport error: {exc}", provider) from exc
+    except Urllib3ReadTimeout as exc:  # raised reading Response.raw: not wrapped by requests
+        raise ProviderTimeout(f"{provider}: no answer in time (read timeout)", provider) from exc
+    except Urllib3Error as exc:  # connection broken, incomplete or undecodable body
+        raise ProviderTimeout(f"{provider}: response broken off: {exc}", provider) from exc
 
 
 def _connection_error(provider: str, exc: requests.exceptions.ConnectionError) -> EnhanceError:
@@ -185,7 +302,7 @@ def reveal(api_key: str | SecretStr) -> str:
 
 
 class ApiSession:
-    """One provider's HTTP session: auth header, User-Agent, timeouts, error mapping.
+    """One provider's HTTP session: auth header, User-Agent, timeouts, bounds, error mapping.
 
     Args:
         provider: The provider name, used in error messages.
@@ -194,6 +311,9 @@ class ApiSession:
         api_key: The key; kept only inside the session's headers.
         connect_timeout_s: Seconds to wait for a connection.
         read_timeout_s: Seconds to wait between bytes of the answer.
+        deadline_s: Seconds one call may take in all, however its bytes trickle in
+            (default: connect + read timeout + 15 s).
+        max_answer_bytes: The largest answer body read; larger is a ``ProtocolError``.
         session: A session to use instead of a new one; its headers are updated, and
             it is not closed by ``close()`` (the caller owns it).
     """
@@ -207,35 +327,60 @@ class ApiSession:
         *,
         connect_timeout_s: float,
         read_timeout_s: float,
+        deadline_s: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         session: requests.Session | None = None,
     ) -> None:
         if connect_timeout_s <= 0 or read_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if (deadline_s is not None and deadline_s <= 0) or max_answer_bytes <= 0:
+            raise ValueError("deadline_s and max_answer_bytes must be positive")
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.timeout_s = (connect_timeout_s, read_timeout_s)
+        self.deadline_s = deadline_s or connect_timeout_s + read_timeout_s + 15.0
+        self.max_answer_bytes = max_answer_bytes
         self._owns_session = session is None
         self.session = session if session is not None else requests.Session()
         self.session.headers.update(
             {auth_header: reveal(api_key), "User-Agent": USER_AGENT, "Accept": "application/json"}
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request with the timeouts; ``requests`` errors come out translated.
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        read_timeout_s: float | None = None,
+        deadline_s: float | None = None,
+        max_answer_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request within the bounds; ``requests`` errors come out translated.
 
         Args:
             method: "GET", "POST"...
             path: The path under the base URL, starting with "/".
+            read_timeout_s, deadline_s, max_answer_bytes: This call's own bounds, where
+                it needs longer or larger than the session's (e.g. a synchronous job).
             **kwargs: Passed to ``requests.Session.request`` (json, files...).
 
         Returns:
-            The response, whatever its status (the client decides what it means).
+            The response, whatever its status, its body read (the client decides what it
+            means).
         """
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        timeout = (self.timeout_s[0], read_timeout_s or self.timeout_s[1])
         with map_requests_errors(self.provider):
             response = self.session.request(
-                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+                method, self.base_url + path, timeout=timeout, stream=True, **kwargs
             )
-            response.content  # noqa: B018 - read the body inside the error map
+            try:
+                body = read_body(response, self.provider, deadline=deadline,
+                                 max_bytes=max_answer_bytes or self.max_answer_bytes)
+                response._content, response._content_consumed = body, True
+            finally:
+                response.close()  # back to the pool when read whole; else dropped
         return response
 
     def close(self) -> None:

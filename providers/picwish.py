@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 import requests
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from providers.base import ImageInfo, JobStatus, ModelInfo, Phase, Provider, Submission
 from providers.errors import EnhanceError, InvalidInput, ProtocolError
@@ -40,16 +40,18 @@ from providers.picwish_api import (
     MODELS,
     OPTIONS,
     PATH,
+    SYNC_READ_TIMEOUT_S,
     PicWishRequest,
-    expires_at,
-    int_or_none,
-    is_number,
+    PicWishTask,
     numeric_state,
-    progress_percent,
-    returns_base64,
     state_failure,
 )
-from providers.validation import check_options, pydantic_errors_as_invalid_input
+from providers.validation import (
+    check_options,
+    describe_answer_errors,
+    pydantic_errors_as_invalid_input,
+    vendor_message,
+)
 
 
 class PicWishClient(Provider):
@@ -59,8 +61,12 @@ class PicWishClient(Provider):
         api_key: The ``X-API-KEY`` header value.
         base_url: The API's base URL (the vendor text names none).
         connect_timeout_s: Seconds to wait for a connection.
-        read_timeout_s: Seconds to wait for an answer (a ``sync=1`` submit waits for the
-            result, up to the vendor's 30 s processing cap).
+        read_timeout_s: Seconds to wait for an answer. A ``sync=1`` submit waits for the
+            result (source fetch up to 10 s + processing up to 30 s): ``build_request``
+            refuses ``sync=1`` when this is under ``SYNC_READ_TIMEOUT_S``.
+        deadline_s: Seconds one call may take in all (see ``ApiSession``).
+        max_answer_bytes: The largest answer read; PicWish answers may carry the result
+            itself in base64 (``return_type=2``), so this bounds inline results too.
         session: A ``requests.Session`` to use (the caller keeps ownership of it).
     """
 
@@ -77,6 +83,8 @@ class PicWishClient(Provider):
         base_url: str = "https://techhk.aoscdn.com",
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
+        deadline_s: float | None = None,
+        max_answer_bytes: int = 48 * 1024 * 1024,
         session: requests.Session | None = None,
     ) -> None:
         self._http = ApiSession(
@@ -86,6 +94,8 @@ class PicWishClient(Provider):
             api_key,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
+            deadline_s=deadline_s,
+            max_answer_bytes=max_answer_bytes,
             session=session,
         )
 
@@ -116,6 +126,7 @@ class PicWishClient(Provider):
         extension = self._extension(options, image_url, image_info)
         if image_info is not None:
             self._check_image(image_info)
+        self._check_sync_fits(options.get("sync", 0))
         with pydantic_errors_as_invalid_input(self.name):
             return PicWishRequest(
                 image_url=image_url if image_file is None else None,
@@ -132,6 +143,18 @@ class PicWishClient(Provider):
                 f"picwish has no model {name!r}; models: {', '.join(MODEL_TYPES)}", self.name
             )
         return MODEL_TYPES[name][0]
+
+    def _check_sync_fits(self, sync: Any) -> None:
+        read_timeout_s = self._http.timeout_s[1]
+        if sync == 1 and read_timeout_s < SYNC_READ_TIMEOUT_S:
+            raise InvalidInput(
+                f"picwish sync=1 waits up to {SYNC_READ_TIMEOUT_S} s for the answer (source "
+                f"download + the 30 s processing cap) but the read timeout is "
+                f"{read_timeout_s:g} s: the call would time out after the job was charged. "
+                "Use sync=0 (polled), or raise HTTP_READ_TIMEOUT_S (and HTTP_DEADLINE_S) to "
+                f"at least {SYNC_READ_TIMEOUT_S}",
+                self.name,
+            )
 
     def _check_source(self, image_url: str | None, image_file: bytes | None) -> None:
         if (image_url is None) == (image_file is None):
@@ -179,13 +202,13 @@ class PicWishClient(Provider):
         if not isinstance(request, PicWishRequest):
             raise TypeError(f"expected a PicWishRequest, got {type(request).__name__}")
         response = self._http.request("POST", PATH, files=request.multipart())
-        data = self._data(response)
-        task_id = data.get("task_id")
-        if not isinstance(task_id, str) or not task_id:
+        task = self._task(self._data(response), response)
+        if task.task_id is None:
             raise self._protocol_error(response, "create answer has no data.task_id")
-        status = self._job_status(task_id, data, response) if request.sync else None
+        status = self._job_status(task.task_id, task, response) if request.sync else None
         return Submission(
-            provider=self.name, job_id=task_id, cost=CREDITS_BY_TYPE[request.type], status=status
+            provider=self.name, job_id=task.task_id, cost=CREDITS_BY_TYPE[request.type],
+            status=status,
         )
 
     def query(self, job_id: str) -> JobStatus:
@@ -193,7 +216,7 @@ class PicWishClient(Provider):
         if not job_id:
             raise InvalidInput("picwish: empty task id", self.name)
         response = self._http.request("GET", f"{PATH}/{quote(job_id, safe='')}")
-        return self._job_status(job_id, self._data(response), response)
+        return self._job_status(job_id, self._task(self._data(response), response), response)
 
     def close(self) -> None:
         self._http.close()
@@ -216,7 +239,7 @@ class PicWishClient(Provider):
     def _error(self, response: requests.Response, body: Any, status: Any) -> EnhanceError:
         code = status if isinstance(status, int) and not isinstance(status, bool) else None
         message = body.get("message") if isinstance(body, dict) else None
-        text = str(message)[:200] if message else "no message"
+        text = vendor_message(message)
         return error_class_for_status(code)(
             f"picwish: {text} (status {status}, HTTP {response.status_code})",
             self.name,
@@ -236,46 +259,52 @@ class PicWishClient(Provider):
             body_excerpt(response),
         )
 
+    def _task(self, data: dict[str, Any], response: requests.Response) -> PicWishTask:
+        try:
+            return PicWishTask.model_validate(data)
+        except ValidationError as exc:
+            raise self._protocol_error(
+                response, f"invalid answer: {describe_answer_errors(exc)}") from exc
+
     def _job_status(
-        self, job_id: str, data: dict[str, Any], response: requests.Response
+        self, job_id: str, task: PicWishTask, response: requests.Response
     ) -> JobStatus:
-        state = numeric_state(data.get("state"))
+        state = task.state
         if state is None:
-            raise self._protocol_error(response, f"no numeric data.state ({data.get('state')!r})")
+            raise self._protocol_error(response, "no numeric data.state")
         common: dict[str, Any] = {
             "provider": self.name,
             "job_id": job_id,
             "raw_status": str(state),
-            "progress": progress_percent(data.get("progress")),
+            "progress": task.progress_percent,
         }
         if state == 1:
-            return self._completed(common, data, response)
+            return self._completed(common, task, response)
         if state >= 0:
             return JobStatus(**common, phase=Phase.IN_PROGRESS)
-        error_code, message = state_failure(state, data.get("state_detail"))
+        error_code, message = state_failure(state, task.state_detail)
         return JobStatus(**common, phase=Phase.FAILED, error_code=error_code, error_message=message)
 
     def _completed(
-        self, common: dict[str, Any], data: dict[str, Any], response: requests.Response
+        self, common: dict[str, Any], task: PicWishTask, response: requests.Response
     ) -> JobStatus:
-        image = data.get("image")
-        if not isinstance(image, str) or not image:
+        image = task.image
+        if not image:
             raise self._protocol_error(response, "state 1 without data.image")
-        if returns_base64(data.get("return_type"), image):
+        if task.returns_base64(image):
             result: dict[str, Any] = {"result_bytes": self._decode(image, response)}
         else:
             result = {"result_url": image}
-        size_kb = data.get("image_size_kb")
         return JobStatus(
             **{**common, "progress": 100},
             phase=Phase.COMPLETED,
             **result,
-            result_expires_at=expires_at(data.get("completed_at")),
-            width=int_or_none(data.get("image_width")),
-            height=int_or_none(data.get("image_height")),
-            size_bytes=round(size_kb * 1024) if is_number(size_kb) else None,
-            out_format=data.get("out_format") if isinstance(data.get("out_format"), str) else None,
-            cost=CREDITS_BY_TYPE.get(data.get("type")),
+            result_expires_at=task.expires_at(),
+            width=task.image_width,
+            height=task.image_height,
+            size_bytes=task.size_bytes,
+            out_format=task.out_format,
+            cost=CREDITS_BY_TYPE.get(task.type) if task.type is not None else None,
         )
 
     def _decode(self, image: str, response: requests.Response) -> bytes:

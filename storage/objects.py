@@ -37,8 +37,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict
 
 from providers.base import ImageInfo
-from providers.errors import InvalidInput, ResultCheckFailed, StorageFailed, StorageUnavailable
+from providers.errors import InvalidInput
 from providers.images import inspect_image
+from storage.errors import ResultCheckFailed, StorageFailed, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

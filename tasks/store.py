@@ -12,8 +12,8 @@ import logging
 from typing import BinaryIO
 
 from providers.download import open_result
-from providers.errors import StorageFailed
 from providers.images import content_type_for_format, extension_for_format, format_for_extension
+from storage.errors import StorageFailed
 from storage.jobs import JobOutput, JobRecord, JobState, in_states, seconds_from_now
 from tasks import events
 from tasks.pipeline import check_still_possible

@@ -36,6 +36,7 @@ FAST = {  # settings that make a test run in seconds, not minutes
     "STALE_AFTER_S": "4",
     "HTTP_CONNECT_TIMEOUT_S": "1",
     "HTTP_READ_TIMEOUT_S": "2.5",
+    "HTTP_DEADLINE_S": "2.9",  # stale_after_s must exceed connect + deadline
     "RECONCILE_INTERVAL_S": "1",
     "HITPAW_MAX_RPS": "500",
     "PICWISH_MAX_RPS": "500",

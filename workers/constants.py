@@ -1,5 +1,7 @@
 """Names that are part of the system's shape, not deployment settings."""
 
+from providers.constants import USER_AGENT  # noqa: F401 (re-exported; defined below us)
+
 #: New submissions: the only queue whose tasks spend money.
 SUBMIT_QUEUE = "enhance.submit"
 #: Countdown-scheduled polls of jobs the provider is working on.
@@ -10,6 +12,3 @@ STORE_QUEUE = "enhance.store"
 MAINTENANCE_QUEUE = "enhance.maintenance"
 
 ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, MAINTENANCE_QUEUE)
-
-#: The name the project gives itself in User-Agent headers and S3 metadata.
-USER_AGENT = "enhance-queue/0.1 (+https://github.com/enhance-queue/enhance-queue)"

@@ -76,9 +76,14 @@ def build_provider(name: str, settings: Settings) -> Provider:
         "base_url": getattr(settings, f"{name}_base_url"),
         "connect_timeout_s": settings.http_connect_timeout_s,
         "read_timeout_s": settings.http_read_timeout_s,
+        "deadline_s": settings.http_deadline_s,
+        "max_answer_bytes": settings.http_max_answer_bytes,
     }
     if name == "hitpaw":
         kwargs["result_ttl_s"] = settings.hitpaw_result_ttl_s
+    if name == "picwish":  # its answers may carry the result itself (return_type=2)
+        kwargs["max_answer_bytes"] = max(settings.http_max_answer_bytes,
+                                         settings.picwish_max_inline_answer_bytes)
     return cls(**kwargs)
 
 

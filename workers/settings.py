@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     http_connect_timeout_s: float = Field(5.0, gt=0)
     http_read_timeout_s: float = Field(30.0, gt=0)
 
+    # --- Provider answers: bounded, checked, unknown outcomes ------------------------
+    http_deadline_s: float = Field(45.0, gt=0)  # one API call in all, however slow its bytes
+    http_max_answer_bytes: int = Field(1024 * 1024, ge=4096)  # larger is protocol_error
+    picwish_max_inline_answer_bytes: int = Field(48 * 1024 * 1024, ge=1024 * 1024)  # base64 results
+
     # --- Polling: a countdown per poll, never a sleep ----------------------------------
     hitpaw_poll_interval_s: float = Field(3.0, gt=0)  # vendor FAQ: every 2-5 s
     hitpaw_poll_max_interval_s: float = Field(15.0, gt=0)
@@ -137,6 +142,18 @@ class Settings(BaseSettings):
             )
         if self.visibility_timeout_s >= 3600:
             raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
+        return self
+
+
+    @model_validator(mode="after")
+    def _answers_fit(self) -> Settings:
+        if self.http_deadline_s < self.http_read_timeout_s:
+            raise ValueError("http_deadline_s must be at least http_read_timeout_s")
+        if self.stale_after_s <= self.http_connect_timeout_s + self.http_deadline_s:
+            raise ValueError(
+                "stale_after_s must exceed http_connect_timeout_s + http_deadline_s, or "
+                "reconcile takes a submit still waiting for its answer for a lost one"
+            )
         return self
 
 

@@ -20,6 +20,7 @@ from providers.errors import (
     TransientError,
     error_for_code,
 )
+from storage import errors as storage_errors
 
 
 def all_error_classes() -> list[type[EnhanceError]]:
@@ -35,13 +36,22 @@ CLASSES = all_error_classes()
 FULL_ARGS = ("it broke", "picwish", 4001, 429, 2.5, "{'status': 500}")
 
 
-def test_module_docstring_draws_every_class_of_the_module():
+@pytest.mark.parametrize("module", [errors, storage_errors], ids=lambda m: m.__name__)
+def test_module_docstring_draws_every_class_of_the_module(module):
     defined = [
-        name for name, obj in vars(errors).items()
+        name for name, obj in vars(module).items()
         if isinstance(obj, type) and issubclass(obj, EnhanceError)
+        and obj.__module__ == module.__name__
     ]
-    drawn = re.findall(r"^[\s│]*(?:[├└]── )?([A-Z]\w+)\s{2,}", errors.__doc__, flags=re.MULTILINE)
-    assert sorted(drawn) == sorted(defined)
+    drawn = re.findall(r"^[\s│]*(?:[├└]── )?([A-Z]\w+)\s{2,}", module.__doc__, flags=re.MULTILINE)
+    roots = {"EnhanceError", "TransientError", "PermanentError"} - set(defined)
+    assert sorted(set(drawn) - roots) == sorted(defined)
+
+
+def test_storage_errors_hang_from_the_one_root():
+    for cls in (storage_errors.StorageUnavailable, storage_errors.StorageFailed,
+                storage_errors.ResultCheckFailed):
+        assert issubclass(cls, EnhanceError) and error_for_code(cls.code) is cls
 
 
 def test_every_class_has_its_own_code():
@@ -74,7 +84,8 @@ def test_every_class_is_either_transient_or_permanent(cls):
     ],
 )
 def test_retry_split_of_named_classes(name, retryable):
-    assert getattr(errors, name).retryable is retryable
+    module = storage_errors if hasattr(storage_errors, name) else errors
+    assert getattr(module, name).retryable is retryable
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

@@ -266,6 +266,53 @@ def test_submit_answer_of_no_documented_shape(canned, body):
     assert error.value.body == (json.dumps(body) if not isinstance(body, str) else body)
 
 
+@pytest.mark.parametrize(
+    ("coins", "words"),
+    [("NaN", "consume_coins"), ("Infinity", "consume_coins"), ("1e999", "consume_coins"),
+     ('"75"', "consume_coins"), ("-1", "consume_coins"), ("true", "consume_coins"),
+     ("1e12", "consume_coins"), ("[75]", "consume_coins")],
+)
+def test_submit_answer_with_garbled_coins_is_refused_before_anything_records_it(
+        canned, coins, words):
+    """A NaN cost used to reach Redis after the job was submitted, and Redis refused it."""
+    canned.add(200, '{"code": 200, "data": {"job_id": "job-1", "consume_coins": ' + coins + "}}")
+    client = canned_client(canned)
+    with pytest.raises(ProtocolError) as error:
+        client.submit(client.build_request(None, {}, image_url=URL))
+    assert error.value.http_status == 200 and coins in error.value.body
+    if coins not in ("NaN", "Infinity", "1e999"):  # those are not JSON at all
+        assert words in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"job_id": 123}, {"job_id": ["j"]}, {"job_id": "x" * 600}, {"job_id": None}],
+)
+def test_submit_answer_with_a_job_id_of_no_documented_shape(canned, data):
+    canned.add(200, ok(data))
+    client = canned_client(canned)
+    with pytest.raises(ProtocolError, match="job_id"):
+        client.submit(client.build_request(None, {}, image_url=URL))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"status": "COMPLETED", "res_url": 5}, {"status": ["COMPLETED"]},
+     {"status": "CONVERTING" * 10}, {"status": None}],
+)
+def test_status_answer_of_wrong_types_is_a_protocol_error(canned, data):
+    canned.add(200, ok(data))
+    with pytest.raises(ProtocolError):
+        canned_client(canned).query("j")
+
+
+@pytest.mark.parametrize("message", [{"deep": [1, 2]}, ["a"], True, None, ""])
+def test_an_error_message_of_any_shape_reads_as_no_message(canned, message):
+    canned.add(500, {"error_code": 100500001, "message": message})
+    with pytest.raises(ProviderUnavailable, match="no message"):
+        canned_client(canned).query("j")
+
+
 DOCUMENTED = sorted(HITPAW_ERRORS.items())
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 import requests
+import urllib3
 
 from providers.errors import (
     AuthFailed,
@@ -23,6 +25,7 @@ from providers.errors import (
 from providers.http import (
     ApiSession,
     error_class_for_status,
+    json_body,
     map_requests_errors,
     parse_retry_after,
 )
@@ -229,3 +232,116 @@ def test_map_requests_errors_table(raised, expected):
 def test_map_requests_errors_leaves_other_exceptions_alone():
     with pytest.raises(KeyError), map_requests_errors("picwish"):
         raise KeyError("not ours")
+
+
+# --- Bounded answers: an overall deadline and a size cap ----------------------------------
+
+
+class DripServer:
+    """Answers every connection with headers, then one body byte every ``interval_s``."""
+
+    def __init__(self, body: bytes, interval_s: float, headers: bytes = b"") -> None:
+        self.body, self.interval_s, self.headers = body, interval_s, headers
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         + self.headers + b"Content-Length: %d\r\n\r\n" % len(self.body))
+            for byte in self.body:
+                if self.stop.wait(self.interval_s):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def __enter__(self) -> DripServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_a_dripping_body_is_cut_at_the_overall_deadline():
+    """Each byte comes well within the read timeout; the whole answer would take 60 s."""
+    with DripServer(b'{"code": 200, "data": {}}' + b" " * 175, interval_s=0.3) as server:
+        api = session_for(server.base_url, read_timeout_s=2.0, deadline_s=1.0)
+        with pytest.raises(ProviderTimeout, match="overall deadline"):
+            api.request("POST", "/")
+
+
+def test_an_answer_over_the_cap_is_refused_unread(canned):
+    canned.add(200, "x" * 5000)
+    with pytest.raises(ProtocolError, match="larger than 4096 bytes") as info:
+        session_for(canned.base_url, max_answer_bytes=4096).request("GET", "/")
+    assert info.value.http_status == 200
+
+
+def test_an_answer_without_length_is_stopped_past_the_cap(canned):
+    body = b'{"data": "' + b"y" * 300_000
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000])
+                       for i in range(0, len(body), 1000))
+    canned.add(raw=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+    with pytest.raises(ProtocolError, match="larger than 65536 bytes") as info:
+        session_for(canned.base_url, max_answer_bytes=65536).request("GET", "/")
+    assert info.value.body.startswith('{"data": "yyy')  # the vendor's text, truncated
+    assert len(info.value.body) <= 600
+
+
+def test_an_answer_within_the_cap_is_read_whole_and_the_connection_reused(canned):
+    canned.add(200, {"a": 1}).add(200, {"b": 2})
+    api = session_for(canned.base_url)
+    assert api.request("GET", "/").json() == {"a": 1}
+    assert api.request("GET", "/").json() == {"b": 2}
+
+
+def test_a_call_can_ask_for_longer_and_larger_than_the_session(canned):
+    canned.add(200, {"x": "z" * 5000}, delay_s=0.5)
+    api = session_for(canned.base_url, read_timeout_s=0.2, max_answer_bytes=1024)
+    response = api.request("GET", "/", read_timeout_s=2.0, max_answer_bytes=10_000)
+    assert response.json() == {"x": "z" * 5000}
+
+
+# --- Strict JSON ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}',
+     '{"a": 1e999}', '{"a": "\\ud800"', "1" * 5000, "<html>", ""],
+    ids=["deep", "nan", "inf", "-inf", "1e999", "truncated", "huge-int", "html", "empty"],
+)
+def test_json_body_is_none_for_what_is_not_an_answer(canned, text):
+    canned.add(200, text)
+    assert json_body(session_for(canned.base_url).request("GET", "/")) is None
+
+
+def test_json_body_decodes_an_answer(canned):
+    canned.add(200, {"a": [1, 2.5, None, True], "b": {"c": "d"}})
+    assert json_body(session_for(canned.base_url).request("GET", "/")) == {
+        "a": [1, 2.5, None, True], "b": {"c": "d"}}
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"),
+     urllib3.exceptions.ProtocolError("Connection broken", ConnectionResetError()),
+     urllib3.exceptions.IncompleteRead(10, 20),
+     urllib3.exceptions.DecodeError("bad gzip")],
+    ids=["read-timeout", "protocol", "incomplete", "decode"],
+)
+def test_urllib3_errors_from_a_raw_read_are_provider_timeouts(raised):
+    with pytest.raises(ProviderTimeout) as info, map_requests_errors("hitpaw"):
+        raise raised
+    assert info.value.retryable and info.value.__cause__ is raised

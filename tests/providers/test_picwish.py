@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,6 +27,7 @@ from providers.errors import (
     RateLimited,
 )
 from providers.images import inspect_image
+from providers.picwish_api import SYNC_READ_TIMEOUT_S
 from tests.providers.conftest import image_bytes, png_header_only, poll_until_done
 
 URL = "https://bucket.example/in/photo.jpg"
@@ -78,8 +80,17 @@ def test_models_map_to_type(client, model, type_):
     assert request.image_url == URL and request.image_file is None
 
 
+def sync_ready(client: PicWishClient) -> PicWishClient:
+    """The same client with a read timeout that covers a ``sync=1`` call."""
+    http = client._http
+    key = http.session.headers["X-API-KEY"]
+    return PicWishClient(key, base_url=http.base_url, connect_timeout_s=http.timeout_s[0],
+                         read_timeout_s=SYNC_READ_TIMEOUT_S)
+
+
 def test_every_parameter(client):
-    request = client.build_request("hd", {"sync": 1, "return_type": 2}, image_url=URL)
+    request = sync_ready(client).build_request(
+        "hd", {"sync": 1, "return_type": 2}, image_url=URL)
     assert request.multipart() == {
         "sync": (None, "1"),
         "type": (None, "1"),
@@ -135,6 +146,17 @@ def test_upload_filename_option(client):
 def test_refused_before_money(client, kwargs, options, message):
     with pytest.raises(InvalidInput, match=message):
         client.build_request(None, options, **kwargs)
+
+
+@pytest.mark.parametrize("read_timeout_s", [2, 30, SYNC_READ_TIMEOUT_S - 0.5])
+def test_sync_refused_before_money_when_the_read_timeout_cannot_cover_it(canned, read_timeout_s):
+    """A 30 s job plus its source download outlasts a 30 s read timeout: paid, then lost."""
+    client = PicWishClient(KEY, base_url=canned.base_url, read_timeout_s=read_timeout_s)
+    with pytest.raises(InvalidInput, match="HTTP_READ_TIMEOUT_S") as error:
+        client.build_request(None, {"sync": 1}, image_url=URL)
+    assert f"at least {SYNC_READ_TIMEOUT_S}" in str(error.value)
+    assert client.build_request(None, {"sync": 0}, image_url=URL).sync == 0
+    assert canned.received == []
 
 
 def test_upload_over_30_mb_refused_naming_the_size(client):
@@ -209,7 +231,7 @@ def done(**fields) -> dict:
 
 def test_sync_submit_carries_the_status(canned):
     canned.add(200, done())
-    client = canned_client(canned)
+    client = sync_ready(canned_client(canned))
     submission = client.submit(client.build_request(None, {"sync": 1}, image_url=URL))
     assert submission.job_id == "t" and submission.status.phase is Phase.COMPLETED
 
@@ -289,6 +311,59 @@ def test_no_documented_shape(canned, body):
     with pytest.raises(ProtocolError) as error:
         canned_client(canned).query("t")
     assert error.value.body
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"progress": "NaN"}, "progress"),
+        ({"progress": "50"}, "progress"),
+        ({"image_width": 1024.5}, "image_width"),
+        ({"image_width": "1024"}, "image_width"),
+        ({"image_width": 10**9}, "image_width"),
+        ({"image_height": True}, "image_height"),
+        ({"image_size_kb": -1}, "image_size_kb"),
+        ({"image_size_kb": 10**12}, "image_size_kb"),
+        ({"completed_at": 1e20}, "completed_at"),
+        ({"completed_at": -5}, "completed_at"),
+        ({"type": [1]}, "type"),
+        ({"return_type": {"a": 1}}, "return_type"),
+        ({"image": 42}, "image"),
+        ({"out_format": ["jpg"]}, "out_format"),
+        ({"task_id": 7}, "task_id"),
+    ],
+)
+def test_completed_answer_with_a_garbled_field_is_a_protocol_error(canned, fields, words):
+    canned.add(200, done(**fields))
+    with pytest.raises(ProtocolError, match=words) as error:
+        canned_client(canned).query("t")
+    assert error.value.body and error.value.http_status == 200
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("field", ["progress", "image_width", "image_size_kb", "completed_at"])
+def test_non_finite_numbers_are_a_protocol_error(canned, field, literal):
+    """Python's json module reads these literals as floats; int()/round() then blew up."""
+    text = json.dumps(done()).replace(f'"{field}": ', f'"{field}": {literal}, "was": ', 1)
+    canned.add(200, text)
+    with pytest.raises(ProtocolError) as error:
+        canned_client(canned).query("t")
+    assert literal in error.value.body
+
+
+def test_completed_at_in_milliseconds_and_a_progress_past_100(canned):
+    canned.add(200, done(completed_at=1_700_000_010_000, progress=250.0, image_width=1024.0))
+    job = canned_client(canned).query("t")
+    assert job.result_expires_at == datetime.fromtimestamp(1_700_000_010 + 3600, UTC)
+    assert (job.progress, job.width) == (100, 1024)
+
+
+def test_the_answer_model_refuses_what_json_could_not_carry():
+    from providers.picwish_api import PicWishTask
+
+    for bad in ({"progress": float("nan")}, {"image_size_kb": float("inf")}):
+        with pytest.raises(ValueError, match="finite"):
+            PicWishTask.model_validate({"state": 0, **bad})
 
 
 @pytest.mark.parametrize(
@@ -384,7 +459,7 @@ def test_contract_async_to_a_result(sandbox, model, upload, return_type):
 @integration
 @pytest.mark.parametrize("return_type", [1, 2])
 def test_contract_sync(sandbox, return_type):
-    client = sandbox_client(sandbox)
+    client = sync_ready(sandbox_client(sandbox))
     options = {"sync": 1, "return_type": return_type}
     request = client.build_request("hd", options, **source_kwargs(sandbox, False, "product.png"))
     submission = client.submit(request)

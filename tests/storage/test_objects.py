@@ -16,12 +16,8 @@ import requests
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from PIL import Image
 
-from providers.errors import (
-    InvalidInput,
-    ResultCheckFailed,
-    StorageFailed,
-    StorageUnavailable,
-)
+from providers.errors import InvalidInput
+from storage.errors import ResultCheckFailed, StorageFailed, StorageUnavailable
 from storage.objects import (
     ObjectStore,
     decode_metadata,

@@ -220,3 +220,25 @@ def test_a_refused_value_error_does_not_echo_a_secret():
     with pytest.raises(ValidationError) as caught:
         Settings(hitpaw_api_key=SECRET, hitpaw_base_url="ftp://x")
     assert SECRET not in str(caught.value)
+
+
+# --- Provider answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("http_deadline_s", 0), ("http_max_answer_bytes", 100),
+     ("picwish_max_inline_answer_bytes", 1000)],
+)
+def test_answer_bounds_out_of_range_are_refused(field, value):
+    refused(field, **{field: value})
+
+
+def test_the_deadline_cannot_be_shorter_than_the_read_timeout():
+    refused("http_deadline_s", http_read_timeout_s=40, http_deadline_s=35, stale_after_s=120)
+
+
+def test_a_call_must_end_before_reconcile_takes_it_for_lost():
+    text = refused("stale_after_s", http_deadline_s=116, stale_after_s=120)
+    assert "http_deadline_s" in text
+    assert Settings(http_deadline_s=114, stale_after_s=120).http_deadline_s == 114
