@@ -247,11 +247,11 @@ class HitPawClient(Provider):
         if isinstance(body, dict) and "code" in body:
             if as_int(body["code"]) != 200:
                 raise self._error(response, body["code"], body.get("message"))
-            if response.ok and isinstance(body.get("data"), dict):
+            if response.status_code == 200 and isinstance(body.get("data"), dict):
                 return body["data"]
         if not response.ok:
             raise self._error(response, None, None)
-        raise self._protocol_error(response, "response of no documented shape")
+        raise self._protocol_error(response, _shape_problem(response))
 
     def _error(self, response: requests.Response, code: Any, message: Any) -> EnhanceError:
         vendor_code = as_int(code)
@@ -277,3 +277,9 @@ class HitPawClient(Provider):
             None,
             body_excerpt(response),
         )
+
+
+def _shape_problem(response: requests.Response) -> str:
+    if response.status_code != 200:  # success comes only as HTTP 200
+        return f"undocumented HTTP status {response.status_code}"
+    return "response of no documented shape"

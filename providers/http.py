@@ -59,6 +59,8 @@ from providers.errors import (
 DEFAULT_MAX_ANSWER_BYTES = 1024 * 1024
 #: How much one read of an answer body asks for.
 BODY_CHUNK_BYTES = 64 * 1024
+#: How much of a body an error keeps (``EnhanceError`` cuts it to BODY_EXCERPT_CHARS).
+EXCERPT_BYTES = BODY_EXCERPT_CHARS * 4
 
 #: Classes for the HTTP statuses both vendors document; other 4xx are PermanentError.
 STATUS_ERRORS: dict[int, type[EnhanceError]] = {
@@ -132,7 +134,7 @@ def body_excerpt(response: requests.Response) -> str:
 
 
 def _excerpt(data: bytes) -> str:
-    return data[: BODY_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return data[:EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
 def read_body(response: requests.Response, provider: str, *, max_bytes: int,
@@ -153,15 +155,23 @@ def read_body(response: requests.Response, provider: str, *, max_bytes: int,
         ProtocolError: The body (declared or read) is over ``max_bytes``.
     """
     declared = _declared_length(response)
-    if declared is not None and declared > max_bytes:
-        raise _too_large(response, provider, max_bytes, b"")
+    if declared is not None and declared > max_bytes:  # keep only its start, for the error
+        start = _read_at_most(response, provider, deadline, EXCERPT_BYTES)
+        raise _too_large(response, provider, max_bytes, start)
+    body = _read_at_most(response, provider, deadline, max_bytes + 1)
+    if len(body) > max_bytes:
+        raise _too_large(response, provider, max_bytes, body[:EXCERPT_BYTES])
+    return body
+
+
+def _read_at_most(response: requests.Response, provider: str, deadline: float,
+                  limit_bytes: int) -> bytes:
+    """Read until the body ends or ``limit_bytes`` are in hand (possibly a few more)."""
     chunks: list[bytes] = []
     size = 0
-    while chunk := _read_some(response, provider, deadline):
+    while size < limit_bytes and (chunk := _read_some(response, provider, deadline)):
         chunks.append(chunk)
         size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(response, provider, max_bytes, b"".join(chunks))
     return b"".join(chunks)
 
 
@@ -225,14 +235,14 @@ def _finite_float(text: str) -> float:
 def json_body(response: requests.Response) -> Any | None:
     """The decoded JSON body, or None when the body is not JSON.
 
-    Strict where Python's decoder is lenient: ``NaN``, ``Infinity`` and numbers out of a
-    float's range are not JSON; nesting deep enough to exhaust the recursion limit is not
-    an answer either (the decoder raises ``RecursionError``).
+    Strict where Python's decoder is lenient: the text must be UTF-8 (no lone surrogates,
+    no other encoding guessed from the first bytes); ``NaN``, ``Infinity`` and numbers out
+    of a float's range are not JSON; nesting deep enough to exhaust the recursion limit is
+    not an answer either (the decoder raises ``RecursionError``).
     """
     try:
-        return json.loads(
-            response.content, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
+        text = response.content.decode("utf-8")  # strict: JSON answers are UTF-8 (RFC 8259)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 

@@ -228,6 +228,9 @@ class PicWishClient(Provider):
         body = json_body(response)
         if not response.ok:
             raise self._error(response, body, response.status_code)
+        if response.status_code != 200:  # "Success needs HTTP 200"
+            raise self._protocol_error(
+                response, f"undocumented HTTP status {response.status_code}")
         if not isinstance(body, dict) or "status" not in body:
             raise self._protocol_error(response, "response of no documented shape")
         if numeric_state(body["status"]) != 200:

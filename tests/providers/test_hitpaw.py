@@ -306,6 +306,15 @@ def test_status_answer_of_wrong_types_is_a_protocol_error(canned, data):
         canned_client(canned).query("j")
 
 
+@pytest.mark.parametrize("http_status", [201, 202, 203, 206, 299, 300, 302, 304, 307])
+def test_success_comes_only_as_http_200(canned, http_status):
+    body = ok({"job_id": "job-1", "consume_coins": 75}) if http_status != 304 else ""
+    canned.add(http_status, body)
+    client = canned_client(canned)
+    with pytest.raises(ProtocolError, match=f"undocumented HTTP status {http_status}"):
+        client.submit(client.build_request(None, {}, image_url=URL))
+
+
 @pytest.mark.parametrize("message", [{"deep": [1, 2]}, ["a"], True, None, ""])
 def test_an_error_message_of_any_shape_reads_as_no_message(canned, message):
     canned.add(500, {"error_code": 100500001, "message": message})

@@ -281,11 +281,13 @@ def test_a_dripping_body_is_cut_at_the_overall_deadline():
             api.request("POST", "/")
 
 
-def test_an_answer_over_the_cap_is_refused_unread(canned):
-    canned.add(200, "x" * 5000)
+def test_an_answer_declared_over_the_cap_is_refused_with_only_its_start_read(canned):
+    canned.add(200, b"<html>" + b"x" * 64 * 1024 * 1024)  # 64 MB: never read whole
     with pytest.raises(ProtocolError, match="larger than 4096 bytes") as info:
         session_for(canned.base_url, max_answer_bytes=4096).request("GET", "/")
     assert info.value.http_status == 200
+    assert info.value.body.startswith("<html>xxx")  # the vendor's text, truncated
+    assert info.value.body.endswith("...[truncated]")
 
 
 def test_an_answer_without_length_is_stopped_past_the_cap(canned):
@@ -319,8 +321,10 @@ def test_a_call_can_ask_for_longer_and_larger_than_the_session(canned):
 @pytest.mark.parametrize(
     "text",
     ["[" * 100_000 + "]" * 100_000, '{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}',
-     '{"a": 1e999}', '{"a": "\\ud800"', "1" * 5000, "<html>", ""],
-    ids=["deep", "nan", "inf", "-inf", "1e999", "truncated", "huge-int", "html", "empty"],
+     '{"a": 1e999}', '{"a": "\\ud800"', "1" * 5000, "<html>", "",
+     b'{"a": "\xed\xa0\x80"}', b'\xff\xfe{\x00}\x00', b'{"a": "\xc3\x28"}'],
+    ids=["deep", "nan", "inf", "-inf", "1e999", "truncated", "huge-int", "html", "empty",
+         "utf8-surrogate", "utf16", "bad-utf8"],
 )
 def test_json_body_is_none_for_what_is_not_an_answer(canned, text):
     canned.add(200, text)

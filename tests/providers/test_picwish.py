@@ -351,6 +351,13 @@ def test_non_finite_numbers_are_a_protocol_error(canned, field, literal):
     assert literal in error.value.body
 
 
+@pytest.mark.parametrize("http_status", [201, 202, 203, 206, 299, 300, 302, 304, 307])
+def test_success_comes_only_as_http_200(canned, http_status):
+    canned.add(http_status, done() if http_status != 304 else "")
+    with pytest.raises(ProtocolError, match=f"undocumented HTTP status {http_status}"):
+        canned_client(canned).query("t")
+
+
 def test_completed_at_in_milliseconds_and_a_progress_past_100(canned):
     canned.add(200, done(completed_at=1_700_000_010_000, progress=250.0, image_width=1024.0))
     job = canned_client(canned).query("t")
