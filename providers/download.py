@@ -1,5 +1,11 @@
 """Downloads of result files from the provider's (expiring) result URLs, streamed.
 
+Every URL is fetched through the session's URL guard (``providers.urlguard``): the
+session's ``GuardedAdapter`` checks and pins the address of each connection. Redirects are
+followed here, one at a time (each target is an http(s) URL the adapter checks again), at
+most ``session.max_redirects`` of them; a redirect's body is never read. Every body is
+read through a byte cap, whether or not the server sent a Content-Length.
+
 A result URL that answers 403, 404 or 410 has expired or been deleted: the result is
 gone, which is ``ResultExpired``, not a retryable failure.
 """
@@ -10,11 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import urljoin
 
 import requests
 
 from providers.errors import InvalidInput, ProviderUnavailable, ResultExpired
 from providers.http import error_class_for_status, map_requests_errors
+from providers.urlguard import UrlGuard
 
 GONE_STATUSES = (403, 404, 410)  # how expired presigned or deleted result URLs answer
 
@@ -28,21 +36,70 @@ class Download:
     size_bytes: int | None  # from Content-Length, when the body is not content-encoded
 
 
+class CappedReader:
+    """A reader that raises ``InvalidInput`` once more than ``max_bytes`` came through."""
+
+    def __init__(self, raw: BinaryIO, max_bytes: int, provider: str | None) -> None:
+        self._raw = raw
+        self.max_bytes = max_bytes
+        self.provider = provider
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        room = self.max_bytes + 1 - self.bytes_read
+        want = room if size is None or size < 0 else min(size, room)
+        data = self._raw.read(want) if want > 0 else b""
+        self.bytes_read += len(data)
+        if self.bytes_read > self.max_bytes:
+            raise InvalidInput(f"download is over {self.max_bytes} bytes, the most allowed "
+                               "(DOWNLOAD_MAX_BYTES)", self.provider)
+        return data
+
+
 @contextmanager
 def open_result(session: requests.Session, provider: str, url: str | None,
-                settings) -> Iterator[Download]:
-    """Open a streaming GET of a result URL; raise ``ResultExpired`` when it is gone."""
+                settings, max_bytes: int | None = None) -> Iterator[Download]:
+    """Open a streaming GET of a result URL; raise ``ResultExpired`` when it is gone.
+
+    Args:
+        session: A session from ``providers.urlguard.guarded_session``.
+        provider: The provider name, for errors.
+        url: The URL; redirects are followed through the guard.
+        settings: Timeouts and ``download_max_bytes``.
+        max_bytes: A lower cap than ``settings.download_max_bytes``.
+
+    Raises:
+        InvalidInput: The URL, a redirect target or the body size breaks a rule.
+    """
     if not url:
         raise ResultExpired("the provider reported no result URL", provider)
-    timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
-    with map_requests_errors(provider):
-        response = session.get(url, stream=True, timeout=timeout)
+    limit = min(max_bytes or settings.download_max_bytes, settings.download_max_bytes)
+    response = _get_following_redirects(session, provider, url, settings)
     try:
         _raise_for_status(provider, response)
+        size = _size(response)
+        if size is not None and size > limit:
+            raise InvalidInput(f"download is {size} bytes; at most {limit} are allowed", provider)
         response.raw.decode_content = True  # the bytes of the file, not of the transfer
-        yield Download(response.raw, response.headers.get("Content-Type"), _size(response))
+        stream = CappedReader(response.raw, limit, provider)
+        yield Download(stream, response.headers.get("Content-Type"), size)  # type: ignore[arg-type]
     finally:
         response.close()
+
+
+def _get_following_redirects(session: requests.Session, provider: str, url: str,
+                             settings) -> requests.Response:
+    timeout = (settings.http_connect_timeout_s, settings.http_read_timeout_s)
+    max_redirects = session.max_redirects
+    for _ in range(max_redirects + 1):
+        UrlGuard.check_scheme(url)
+        with map_requests_errors(provider):
+            response = session.get(url, stream=True, timeout=timeout, allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        url = urljoin(url, response.headers["Location"])
+        response.close()  # never read a redirect's body
+    raise InvalidInput(f"URL refused: more than {max_redirects} redirects", provider)
 
 
 def fetch_bytes(session: requests.Session, provider: str, url: str, max_bytes: int,

@@ -1,7 +1,9 @@
 """HTTP plumbing shared by the provider clients: one session, timeouts, one error map.
 
 - ``ApiSession`` holds the ``requests.Session`` (auth header, User-Agent, JSON accept) and
-  passes ``(connect_timeout_s, read_timeout_s)`` on every call.
+  passes ``(connect_timeout_s, read_timeout_s)`` on every call. It never follows a
+  redirect (``requests`` would send the key headers to whatever host a redirect names):
+  a 3xx answer is a ``ProtocolError``.
 - ``map_requests_errors`` is the one place where ``requests`` exceptions become
   ``providers.errors`` classes, the way httpx maps httpcore's errors::
 
@@ -9,6 +11,7 @@
       read timeout, connection dropped mid-call   -> ProviderTimeout (sent: caller decides)
       broken or undecodable response body         -> ProviderTimeout
       too many redirects                          -> ProtocolError
+      an invalid header (message not kept: it holds the value) -> PermanentError
       malformed URL or header (our config)        -> PermanentError
 
   ``urllib3`` errors raised while a body is read from ``Response.raw`` (read timeout,
@@ -286,13 +289,21 @@ def map_requests_errors(provider: str) -> Iterator[None]:
     except requests.exceptions.TooManyRedirects as exc:
         raise ProtocolError(f"{provider}: too many redirects", provider) from exc
     except _UNSENDABLE as exc:
-        raise PermanentError(f"{provider}: request not sendable: {exc}", provider) from exc
+        raise PermanentError(f"{provider}: request not sendable: {_unsendable_reason(exc)}",
+                             provider) from exc
     except requests.exceptions.RequestException as exc:
         raise ProviderTimeout(f"{provider}: transport error: {exc}", provider) from exc
     except Urllib3ReadTimeout as exc:  # raised reading Response.raw: not wrapped by requests
         raise ProviderTimeout(f"{provider}: no answer in time (read timeout)", provider) from exc
     except Urllib3Error as exc:  # connection broken, incomplete or undecodable body
         raise ProviderTimeout(f"{provider}: response broken off: {exc}", provider) from exc
+
+
+def _unsendable_reason(exc: Exception) -> str:
+    """Why a request could not be built; an invalid header's message holds its value."""
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return "a header value is invalid"
+    return str(exc)
 
 
 def _connection_error(provider: str, exc: requests.exceptions.ConnectionError) -> EnhanceError:
@@ -304,10 +315,19 @@ def _connection_error(provider: str, exc: requests.exceptions.ConnectionError) -
 
 
 def reveal(api_key: str | SecretStr) -> str:
-    """The plain API key, checked to be non-empty (the message never shows it)."""
+    """The plain API key, stripped of surrounding whitespace and checked (never shown).
+
+    Raises:
+        AuthFailed: The key is empty, or has a control character (a newline, a tab) or a
+            character a header cannot carry inside it; the message never shows the key.
+    """
     plain = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
     if not isinstance(plain, str) or not plain.strip():
         raise AuthFailed("API key is empty")
+    plain = plain.strip()
+    if not plain.isascii() or not plain.isprintable():
+        raise AuthFailed("API key has a control or non-ASCII character (a stray newline?); "
+                         "the key is not shown")
     return plain
 
 
@@ -383,7 +403,8 @@ class ApiSession:
         timeout = (self.timeout_s[0], read_timeout_s or self.timeout_s[1])
         with map_requests_errors(self.provider):
             response = self.session.request(
-                method, self.base_url + path, timeout=timeout, stream=True, **kwargs
+                method, self.base_url + path, timeout=timeout, stream=True,
+                allow_redirects=False, **kwargs
             )
             try:
                 body = read_body(response, self.provider, deadline=deadline,
@@ -391,6 +412,11 @@ class ApiSession:
                 response._content, response._content_consumed = body, True
             finally:
                 response.close()  # back to the pool when read whole; else dropped
+        if response.is_redirect or response.is_permanent_redirect:
+            # The key headers would follow a redirect to any host: never follow one.
+            raise ProtocolError(f"{self.provider}: API answered a redirect (HTTP "
+                                f"{response.status_code}); API calls never follow redirects",
+                                self.provider, None, response.status_code)
         return response
 
     def close(self) -> None:

@@ -222,12 +222,16 @@ class ObjectStore:
     """One bucket and key prefix. Thread-safe if the client is (boto3 clients are)."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "",
-                 part_size_bytes: int = 8 * MIB, max_concurrency: int = 2) -> None:
+                 part_size_bytes: int = 8 * MIB, max_concurrency: int = 2, *,
+                 source_buckets: tuple[str, ...] = (), sse: str = "",
+                 sse_kms_key_id: str | None = None) -> None:
         if part_size_bytes < MIN_PART_SIZE_BYTES:
             raise ValueError(f"part_size_bytes must be at least {MIN_PART_SIZE_BYTES}")
         prefix = prefix.lstrip("/")
         self.client = client
         self.bucket = bucket
+        self.readable_buckets = frozenset((bucket, *source_buckets))  # s3:// sources may name
+        self._encryption = _encryption_args(sse, sse_kms_key_id)
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.transfer_config = TransferConfig(
             multipart_threshold=part_size_bytes, multipart_chunksize=part_size_bytes,
@@ -242,7 +246,9 @@ class ObjectStore:
         """A store configured by ``workers.settings.Settings`` (a new client unless given)."""
         client = client or make_s3_client(settings.s3_endpoint_url, settings.s3_region)
         return cls(client, settings.s3_bucket, settings.s3_prefix,
-                   settings.s3_part_size_bytes, settings.s3_max_concurrency)
+                   settings.s3_part_size_bytes, settings.s3_max_concurrency,
+                   source_buckets=settings.s3_source_buckets, sse=settings.s3_sse,
+                   sse_kms_key_id=settings.s3_sse_kms_key_id)
 
     parse_s3_uri = staticmethod(parse_s3_uri)
 
@@ -363,13 +369,28 @@ class ObjectStore:
             response = self.client.get_object(Bucket=bucket, Key=key)
         return ObjectStream(response["Body"], response["ContentLength"], f"s3://{bucket}/{key}")
 
+    def check_readable(self, uri: str) -> tuple[str, str]:
+        """(bucket, key) of an ``s3://`` URI in this bucket or an allowed source bucket.
+
+        Raises:
+            InvalidInput: Not an s3://bucket/key URI, or another bucket (the worker's
+                credentials must not read objects a user merely names).
+        """
+        bucket, key = parse_s3_uri(uri)
+        if bucket not in self.readable_buckets:
+            raise InvalidInput(f"s3:// source refused: bucket {bucket!r} is neither S3_BUCKET "
+                               "nor listed in S3_SOURCE_BUCKETS")
+        return bucket, key
+
     def _locate(self, uri_or_key: str) -> tuple[str, str]:
         if uri_or_key.startswith("s3://"):
-            return parse_s3_uri(uri_or_key)
+            return self.check_readable(uri_or_key)
         return self.bucket, uri_or_key
 
     def _extra_args(self, content_type: str, metadata: Mapping[str, object] | None) -> dict:
-        return {"ContentType": content_type, "Metadata": encode_metadata(metadata)}
+        # Objects are private (no ACL argument: the bucket's default, never public-read).
+        return {"ContentType": content_type, "Metadata": encode_metadata(metadata),
+                **self._encryption}
 
     def _stored(self, key: str, size_bytes: int, content_type: str | None, etag: str | None,
                 bucket: str | None = None, **fields: Any) -> StoredObject:
@@ -399,6 +420,18 @@ class ObjectStream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _encryption_args(sse: str, kms_key_id: str | None) -> dict[str, str]:
+    """``ExtraArgs`` for server-side encryption: none, ``AES256`` or ``aws:kms`` (+ key id)."""
+    if sse not in ("", "AES256", "aws:kms"):
+        raise ValueError(f"unknown server-side encryption {sse!r}")
+    if not sse:
+        return {}
+    args = {"ServerSideEncryption": sse}
+    if sse == "aws:kms" and kms_key_id:
+        args["SSEKMSKeyId"] = kms_key_id
+    return args
 
 
 def _file_name(job_id: str, extension: str) -> str:

@@ -7,11 +7,21 @@ staged into the bucket. At submit time the source becomes what the provider take
 - HitPaw takes only a URL: an ``s3://`` source is passed as a presigned GET URL.
 - PicWish takes a URL of at most 512 characters, or the file itself (at most 30 MB):
   a presigned URL is usually longer, so the bytes are uploaded instead.
+
+Sources are users' input (SECURITY.md). At enqueue: an http(s) URL loses its
+``user:password@`` and passes the URL guard's checks that need no DNS; an ``s3://`` URI
+must name the configured bucket or one in ``S3_SOURCE_BUCKETS``; a local path must be a
+regular file of at most ``LOCAL_SOURCE_MAX_BYTES``, read here, in the producer. In the
+worker, before the paid call: an http(s) URL is resolved and every address checked; a
+record naming anything else than http(s) or ``s3://`` is refused (a worker never reads a
+local path).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,26 +31,77 @@ from providers.base import Provider
 from providers.download import fetch_bytes
 from providers.errors import InvalidInput, ResultExpired
 from providers.images import content_type_for_format, extension_for_format, inspect_image
+from providers.urlguard import strip_credentials
 from storage.jobs import JobRecord, JobSource
 from workers.runtime import Runtime
 
 Source = str | os.PathLike | bytes | BinaryIO
 
+_URL_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_SPECIAL_ROOTS = ("/proc/", "/sys/", "/dev/")  # regular-looking files that are not files
+
 
 def stage_source(rt: Runtime, job_id: str, source: Source, filename: str | None = None) -> JobSource:
     """Describe ``source`` for a job record, uploading local bytes to the bucket."""
-    if isinstance(source, str) and source.startswith(("http://", "https://", "s3://")):
-        return JobSource(uri=source, filename=filename or source.split("?")[0].rsplit("/", 1)[-1])
+    if isinstance(source, str) and _URL_SCHEME.match(source):
+        uri = check_source_uri(rt, source)
+        return JobSource(uri=uri, filename=filename or uri.split("?")[0].rsplit("/", 1)[-1])
+    limit = rt.settings.local_source_max_bytes
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
-            raise InvalidInput(f"source {str(path)!r} is not a readable file")
-        return _stage_bytes(rt, job_id, path.read_bytes(), filename or path.name)
+        return _stage_bytes(rt, job_id, read_local_file(path, limit), filename or path.name)
     if isinstance(source, bytes):
-        return _stage_bytes(rt, job_id, source, filename)
+        return _stage_bytes(rt, job_id, _capped(source, limit), filename)
     if hasattr(source, "read"):
-        return _stage_bytes(rt, job_id, source.read(), filename or getattr(source, "name", None))
+        data = _capped(source.read(limit + 1), limit)
+        return _stage_bytes(rt, job_id, data, filename or getattr(source, "name", None))
     raise InvalidInput(f"unsupported source type {type(source).__name__}")
+
+
+def check_source_uri(rt: Runtime, uri: str) -> str:
+    """The URI to record for a URL source; ``InvalidInput`` naming the rule it breaks."""
+    scheme = _URL_SCHEME.match(uri).group(1).lower()  # type: ignore[union-attr]
+    if scheme in ("http", "https"):
+        uri = strip_credentials(uri)
+        rt.guard.check_static(uri)
+        return uri
+    if scheme == "s3":
+        rt.objects.check_readable(uri)
+        return uri
+    raise InvalidInput(f"source scheme {scheme!r} is not allowed: give an http(s) URL, an "
+                       "s3:// URI, a local file (read by the caller) or bytes")
+
+
+def read_local_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular local file of at most ``max_bytes``, checked before reading."""
+    shown = str(path)[:200]
+    real = os.path.realpath(path)
+    if real.startswith(_SPECIAL_ROOTS):
+        raise InvalidInput(f"source {shown!r} is not a regular file (under /proc, /sys or /dev)")
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidInput(f"source {shown!r} is not a readable file: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidInput(f"source {shown!r} is not a regular file (a directory, device, "
+                               "FIFO or socket)")
+        if info.st_size > max_bytes:
+            raise InvalidInput(f"source {shown!r} is {info.st_size} bytes; at most {max_bytes} "
+                               "are accepted (LOCAL_SOURCE_MAX_BYTES)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return _capped(handle.read(max_bytes + 1), max_bytes)
+    finally:
+        os.close(fd)
+
+
+def _capped(data: bytes, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise InvalidInput(f"source is over {max_bytes} bytes, the most accepted "
+                           "(LOCAL_SOURCE_MAX_BYTES)")
+    return data
 
 
 def _stage_bytes(rt: Runtime, job_id: str, data: bytes, filename: str | None) -> JobSource:
@@ -68,9 +129,20 @@ def build_provider_request(rt: Runtime, provider: Provider, record: JobRecord) -
 
 
 def _source_url(rt: Runtime, record: JobRecord) -> str:
-    if record.source.uri.startswith("s3://"):
-        return rt.objects.presign_get(record.source.uri, rt.settings.s3_presign_ttl_s)
-    return record.source.uri
+    """The URL handed to the provider: presigned for ``s3://``, else the checked http(s) URL.
+
+    A presigned URL points to our own S3 endpoint (operator configuration, not user input)
+    and is not put through the URL guard; it lives ``S3_PROVIDER_URL_TTL_S``.
+    """
+    uri = record.source.uri
+    scheme = _URL_SCHEME.match(uri)
+    if scheme and scheme.group(1).lower() == "s3":
+        return rt.objects.presign_get(uri, rt.settings.s3_provider_url_ttl_s)
+    if scheme and scheme.group(1).lower() in ("http", "https"):
+        rt.guard.check(uri)  # resolved now, before the paid call
+        return uri
+    raise InvalidInput("job source is neither an http(s) URL nor an s3:// URI; a worker never "
+                       "reads a local path")
 
 
 def _source_bytes(rt: Runtime, provider: Provider, record: JobRecord) -> bytes:

@@ -110,6 +110,8 @@ def system_env(redis_url, s3_endpoint, s3_bucket, sandbox):
         "HITPAW_BASE_URL": sandbox.base_url,
         "PICWISH_API_KEY": sandbox.picwish_key,
         "PICWISH_BASE_URL": sandbox.base_url,
+        # The sandbox and the S3 server listen on loopback: open exactly that address.
+        "URL_ALLOWLIST": "127.0.0.1",
     }
 
 

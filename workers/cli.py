@@ -4,10 +4,10 @@
     enhance status JOB_ID [--json]
     enhance worker [--queues Q,...] [--concurrency N]
     enhance beat
-    enhance flower [--port 5555]
+    enhance flower [--port 5555] [--address 127.0.0.1]
     enhance sandbox [--host 127.0.0.1] [--port 8080] [fault options]
     enhance stats [--json]
-    enhance metrics [--port 9808]
+    enhance metrics [--port 9808] [--address 127.0.0.1]
     enhance healthcheck
     enhance demo
 """
@@ -185,12 +185,43 @@ def _banner(settings) -> list[str]:
     return ["--quiet"] if settings.log_format == "json" else []
 
 
+def is_loopback(address: str) -> bool:
+    """True for an address only this host can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if address.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def flower_auth_configured(flower_args: tuple[str, ...] = ()) -> bool:
+    """True when Flower will ask for credentials: basic auth or its OAuth settings."""
+    given = " ".join(flower_args)
+    if os.environ.get("FLOWER_BASIC_AUTH") or "--basic-auth" in given or "--basic_auth" in given:
+        return True
+    provider = os.environ.get("FLOWER_AUTH_PROVIDER") or "--auth_provider" in given
+    allowed = os.environ.get("FLOWER_AUTH") or "--auth=" in given or "--auth " in given
+    return bool(provider and allowed)
+
+
+FLOWER_AUTH_HINT = ("set FLOWER_BASIC_AUTH=user:password (or Flower's OAuth settings: "
+                    "FLOWER_AUTH_PROVIDER, FLOWER_AUTH and FLOWER_OAUTH2_KEY/_SECRET/"
+                    "_REDIRECT_URI), or bind --address 127.0.0.1")
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=5555, show_default=True)
-@click.option("--address", default="0.0.0.0", show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Any other than loopback needs FLOWER_BASIC_AUTH (or Flower's OAuth).")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(port, address, flower_args) -> None:
     """Run Flower for this app (set FLOWER_BASIC_AUTH=user:password)."""
+    if not is_loopback(address) and not flower_auth_configured(flower_args):
+        raise click.ClickException(f"refusing to serve Flower on {address} without "
+                                   f"authentication: {FLOWER_AUTH_HINT}")
     from workers.app import app
 
     app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
@@ -248,12 +279,13 @@ def stats(as_json: bool) -> None:
 
 @main.command()
 @click.option("--port", type=int, default=None, help="Default: METRICS_PORT.")
-@click.option("--address", default="0.0.0.0", show_default=True)
+@click.option("--address", default=None, help="Default: METRICS_BIND (127.0.0.1).")
 def metrics(port, address) -> None:
     """Serve job-level Prometheus metrics (run one per deployment)."""
     from workers.metrics import serve_metrics
 
-    serve_metrics(port or _settings_or_exit().metrics_port, address)
+    settings = _settings_or_exit()
+    serve_metrics(port or settings.metrics_port, address or settings.metrics_bind)
 
 
 @main.command()

@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import click
 
@@ -86,6 +87,8 @@ def _start_services(stack: ExitStack) -> dict[str, str]:
         for name in missing:
             env[f"{name.upper()}_API_KEY"] = keys[name]
             env[f"{name.upper()}_BASE_URL"] = sandbox.base_url
+        if not os.environ.get("URL_ALLOWLIST"):  # the sandbox's result URLs are on loopback
+            env["URL_ALLOWLIST"] = urlsplit(sandbox.base_url).hostname or "127.0.0.1"
     env.setdefault("RECONCILE_INTERVAL_S", "5")
     return env
 

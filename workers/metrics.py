@@ -81,7 +81,7 @@ class JobCollector:
                                 value=results["store_lag_avg_s"])
 
 
-def serve_metrics(port: int, address: str = "0.0.0.0") -> None:
+def serve_metrics(port: int, address: str = "127.0.0.1") -> None:
     """Serve the job metrics on ``port`` until interrupted."""
     REGISTRY.register(JobCollector())
     _server, thread = start_http_server(port, addr=address)

@@ -17,6 +17,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from providers import get_provider_class
 from providers.base import Provider
 from providers.errors import AuthFailed
+from providers.urlguard import UrlGuard, UrlPolicy, guarded_session
 from storage.jobs import JobStore
 from storage.objects import ObjectStore
 from storage.stats import Stats
@@ -34,7 +35,8 @@ class Runtime:
     redis: redis.Redis = field(init=False)
     jobs: JobStore = field(init=False)
     objects: ObjectStore = field(init=False)
-    http: requests.Session = field(init=False)  # downloads of results and sources
+    guard: UrlGuard = field(init=False)  # every URL a worker fetches or hands on
+    http: requests.Session = field(init=False)  # downloads of results and sources, guarded
     stats: Stats = field(init=False)
     budget: ProviderBudget = field(init=False)
     durations: DurationModel = field(init=False)
@@ -45,8 +47,8 @@ class Runtime:
         self.redis = redis.Redis.from_url(s.redis_url, socket_timeout=10, health_check_interval=30)
         self.jobs = JobStore(self.redis)
         self.objects = ObjectStore.from_settings(s)
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = USER_AGENT
+        self.guard = UrlGuard(UrlPolicy.from_settings(s))
+        self.http = guarded_session(self.guard, USER_AGENT)
         self.stats = Stats(self.redis)
         self.budget = ProviderBudget(s, self.redis, self.jobs)
         self.durations = DurationModel(self.redis)

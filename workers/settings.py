@@ -12,22 +12,28 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from providers.urlguard import UrlPolicy
 
 HITPAW_DEFAULT_BASE_URL = "https://api-base.hitpaw.com"
 PICWISH_DEFAULT_BASE_URL = "https://techhk.aoscdn.com"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
     """Everything an operator can set, with safe defaults where one exists."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (an API key with a newline) is never echoed.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     # --- Where things live -------------------------------------------------------------
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
@@ -39,6 +45,19 @@ class Settings(BaseSettings):
     s3_presign_ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
     s3_part_size_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3's minimum
     s3_max_concurrency: int = Field(2, ge=1, le=16)  # bounds memory when streaming results
+
+    # --- Security: what users' input may reach (SECURITY.md) ---------------------------
+    allow_private_urls: bool = False  # loopback/private/CGNAT URLs may be fetched
+    url_allowlist: Annotated[tuple[str, ...], NoDecode] = ()  # CIDRs, addresses, host names
+    max_redirects: int = Field(3, ge=0, le=10)  # per download, each through the URL guard
+    download_max_bytes: int = Field(1024 * MIB, ge=MIB)  # any result or source download
+    s3_source_buckets: Annotated[tuple[str, ...], NoDecode] = ()  # besides S3_BUCKET
+    local_source_max_bytes: int = Field(50 * MIB, ge=1)  # a local file given to enqueue
+    max_source_pixels: int = Field(100_000_000, ge=1)  # refused from the header, unpaid
+    s3_provider_url_ttl_s: int = Field(900, ge=60, le=3600)  # presigned URLs to providers
+    s3_sse: Literal["", "AES256", "aws:kms"] = ""  # server-side encryption of every object
+    s3_sse_kms_key_id: str | None = None  # with S3_SSE=aws:kms; None = the bucket's key
+    metrics_bind: str = "127.0.0.1"  # `enhance metrics` address (0.0.0.0 opens it)
 
     # --- Providers ---------------------------------------------------------------------
     hitpaw_api_key: SecretStr | None = None
@@ -120,6 +139,40 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("url_allowlist", "s3_source_buckets", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        UrlPolicy.parse(False, value)  # ValueError naming the bad entry
+        return value
+
+    @field_validator("s3_source_buckets")
+    @classmethod
+    def _buckets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _BUCKET_RE.match(name):
+                raise ValueError(f"{name!r} is not a bucket name")
+        return value
+
+    @field_validator("hitpaw_api_key", "picwish_api_key", mode="before")
+    @classmethod
+    def _api_key(cls, value: object) -> object:
+        """Strip surrounding whitespace; refuse control characters, never echoing the key."""
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(plain, str):
+            return value
+        plain = plain.strip()
+        if _CONTROL_CHARS.search(plain):
+            raise ValueError("contains a control character (a newline or tab inside the key?); "
+                             "the value is not shown")
+        return plain or None
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -140,6 +193,8 @@ class Settings(BaseSettings):
                 "stale_after_s must exceed http_connect_timeout_s + http_read_timeout_s, or "
                 "reconcile takes a submit still waiting for its answer for a lost one"
             )
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("s3_sse_kms_key_id needs s3_sse=aws:kms")
         if self.visibility_timeout_s >= 3600:
             raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
         return self

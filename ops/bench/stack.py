@@ -194,6 +194,7 @@ class Stack:
         }
         if self.sandbox is not None:
             env["HITPAW_BASE_URL"] = env["PICWISH_BASE_URL"] = self.sandbox.base_url
+            env["URL_ALLOWLIST"] = "127.0.0.1"  # result and source URLs on loopback
         env.update({key.upper(): str(value) for key, value in settings.items()})
         return env
 

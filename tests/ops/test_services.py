@@ -132,6 +132,9 @@ class Stack:
             for container, local in self.hosts.items():
                 value = re.sub(rf"//{re.escape(container)}(?=/|$)", f"//{local}", value)
             assert not re.search(rf"//({'|'.join(CONTAINER_HOSTS)})[:/]", value), (name, key)
+            if key == "URL_ALLOWLIST":  # container names: here, the loopback address
+                value = ",".join(LOOPBACK if entry.strip() in CONTAINER_HOSTS else entry
+                                 for entry in value.split(","))
             env[key] = value
         return env
 

@@ -1,0 +1,177 @@
+"""Users' sources are hostile: the rules enqueue and the worker apply before any charge.
+
+Real Redis, S3 (moto over HTTP) and the provider sandbox on loopback; DNS answers come
+from a resolver hook (no lookup leaves the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from providers.errors import InvalidInput
+from storage.jobs import JobRecord, JobSource, JobState
+from tasks import pipeline, staging
+from tasks.store import object_metadata
+from tests.system import System, image_bytes
+
+
+class Recorder:
+    """A dispatcher that records what would run next."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def submit(self, job_id, countdown_s=0, waited=False):
+        self.sent.append(("submit", job_id))
+
+    def poll(self, job_id, token, countdown_s, waited=False):
+        self.sent.append(("poll", job_id))
+
+    def store(self, job_id, countdown_s=0):
+        self.sent.append(("store", job_id))
+
+
+def job_count(system) -> int:
+    return sum(system.runtime.jobs.counts().values())
+
+
+@pytest.mark.integration
+def test_s3_source_outside_the_allowed_buckets_refused_at_enqueue(system, s3_client):
+    other = f"payroll-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=other)
+    s3_client.put_object(Bucket=other, Key="x.jpg", Body=image_bytes(32, 32))
+    with pytest.raises(InvalidInput, match="bucket 'payroll-.*S3_SOURCE_BUCKETS") as caught:
+        system.enqueue(f"s3://{other}/x.jpg", "hitpaw")
+    assert caught.value.code == "invalid_input"
+    assert job_count(system) == 0
+    with pytest.raises(InvalidInput, match="S3_SOURCE_BUCKETS"):  # the storage layer too
+        system.runtime.objects.presign_get(f"s3://{other}/x.jpg")
+
+
+@pytest.mark.integration
+def test_s3_source_in_s3_source_buckets_accepted(system_env, s3_client, tmp_path):
+    extra = f"uploads-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=extra)
+    deployment = System({**system_env, "S3_SOURCE_BUCKETS": f"elsewhere, {extra}"}, tmp_path)
+    try:
+        job_id = deployment.enqueue(f"s3://{extra}/photo.jpg", "hitpaw")
+        assert deployment.job(job_id).source.uri == f"s3://{extra}/photo.jpg"
+    finally:
+        deployment.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("url", "rule"), [
+    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "metadata"),
+    ("http://127.0.0.2:8080/a.jpg", "loopback"),
+    ("http://[::ffff:10.0.0.1]/a.jpg", "IPv4-mapped"),
+    ("file:///etc/passwd", "scheme 'file' is not allowed"),
+    ("gopher://127.0.0.1:6379/_INFO", "scheme 'gopher' is not allowed"),
+])
+def test_hostile_url_refused_at_enqueue(system, url, rule):
+    with pytest.raises(InvalidInput, match=rule):
+        system.enqueue(url, "hitpaw")
+    assert job_count(system) == 0
+
+
+@pytest.mark.integration
+def test_credentials_removed_from_url_sources_before_storing(system, sandbox):
+    url = sandbox.sample_url("portrait.jpg").replace("http://", "http://alice:s3cr3t-pw@")
+    job_id = system.enqueue(url, "hitpaw")
+    record = system.job(job_id)
+    assert "s3cr3t-pw" not in record.model_dump_json()
+    assert "alice" not in record.source.uri
+    assert "s3cr3t-pw" not in str(object_metadata(record))
+    raw = system.runtime.redis.dump  # every key of the job store, as stored
+    keys = system.runtime.redis.keys("*")
+    assert keys and all(b"s3cr3t-pw" not in (raw(k) or b"") for k in keys)
+
+
+@pytest.mark.integration
+def test_worker_resolves_and_refuses_before_the_paid_call(system, sandbox):
+    """A name that passes at enqueue but resolves to a private address when the worker checks."""
+    resolved = {"photos.example": ["10.20.30.40"]}
+    system.runtime.guard.resolver = lambda host, port: resolved[host]
+    job_id = system.enqueue("http://photos.example/cat.jpg", "hitpaw")
+    with pytest.raises(InvalidInput, match="photos.example means 10.20.30.40, a private"):
+        pipeline.submit_job(system.runtime, Recorder(), job_id)
+    assert sandbox.count(kind="submit") == 0
+    assert system.job(job_id).state is JobState.QUEUED  # the task records the failure
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("uri", ["/etc/passwd", "file:///etc/passwd", "pending:", "../x.jpg"])
+def test_worker_never_reads_a_local_path_from_a_job_record(system, sandbox, uri):
+    record = JobRecord(provider="hitpaw", model="general_2x", source=JobSource(uri=uri))
+    provider = system.runtime.provider("hitpaw")
+    with pytest.raises(InvalidInput, match="never reads a local path"):
+        staging.build_provider_request(system.runtime, provider, record)
+
+
+@pytest.mark.integration
+def test_presigned_source_url_for_a_provider_lives_minutes(system, sandbox):
+    job_id = system.enqueue(image_bytes(64, 48), "hitpaw")
+    provider = system.runtime.provider("hitpaw")
+    before = time.time()
+    request = staging.build_provider_request(system.runtime, provider, system.job(job_id))
+    query = parse_qs(urlsplit(request.img_url).query)
+    if "X-Amz-Expires" in query:  # SigV4
+        assert query["X-Amz-Expires"] == ["900"]
+    else:  # SigV2: an absolute time
+        assert int(before) + 900 <= int(query["Expires"][0]) <= time.time() + 900 + 1
+
+
+# --- Local files: read by the producer only, regular files only, capped before reading ---
+
+
+@pytest.mark.integration
+def test_local_regular_image_file_staged(system, tmp_path):
+    path = tmp_path / "ok.png"
+    path.write_bytes(image_bytes(40, 30, "PNG"))
+    job_id = system.enqueue(str(path), "picwish")
+    assert system.job(job_id).source.uri.startswith(f"s3://{system.settings.s3_bucket}/")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("make", ["fifo", "directory", "dev_zero", "proc", "symlink_to_proc",
+                                  "socket", "missing"])
+def test_local_path_that_is_not_a_regular_file_refused(system, tmp_path, make):
+    path = tmp_path / "source.jpg"
+    if make == "fifo":
+        os.mkfifo(path)  # opening it without O_NONBLOCK would hang here
+    elif make == "directory":
+        path.mkdir()
+    elif make == "dev_zero":
+        path = "/dev/zero"
+    elif make == "proc":
+        path = "/proc/self/environ"
+    elif make == "symlink_to_proc":
+        path.symlink_to("/proc/self/environ")
+    elif make == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+    with pytest.raises(InvalidInput, match="not a regular file|not a readable file"):
+        system.enqueue(str(path), "hitpaw")
+    assert job_count(system) == 0
+
+
+@pytest.mark.integration
+def test_local_file_over_the_cap_refused_before_reading(system_env, tmp_path):
+    deployment = System({**system_env, "LOCAL_SOURCE_MAX_BYTES": "1000"}, tmp_path)
+    try:
+        big = tmp_path / "big.png"
+        big.write_bytes(image_bytes(300, 300, "PNG") + os.urandom(5000))
+        with pytest.raises(InvalidInput, match=r"is \d+ bytes; at most 1000"):
+            deployment.enqueue(str(big), "picwish")
+        with pytest.raises(InvalidInput, match="over 1000 bytes"):
+            deployment.enqueue(big.read_bytes(), "picwish")
+        with open(big, "rb") as handle, pytest.raises(InvalidInput, match="over 1000 bytes"):
+            deployment.enqueue(handle, "picwish")
+    finally:
+        deployment.stop()
