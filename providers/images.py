@@ -51,7 +51,45 @@ EXTENSIONS: dict[str, str] = {
     ".gif": "GIF",
 }
 
+#: Pillow format -> what its file starts with: (offset, bytes), any of them. Formats not
+#: listed (TGA) have no signature. A file Pillow reads as one format but that does not
+#: start like it is refused: polyglots (HTML or ZIP also "read" as an image) stop here.
+SIGNATURES: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "JPEG": ((0, b"\xff\xd8\xff"),),
+    "MPO": ((0, b"\xff\xd8\xff"),),
+    "PNG": ((0, b"\x89PNG\r\n\x1a\n"),),
+    "GIF": ((0, b"GIF87a"), (0, b"GIF89a")),
+    "WEBP": ((8, b"WEBP"),),
+    "BMP": ((0, b"BM"),),
+    "TIFF": ((0, b"II*\x00"), (0, b"MM\x00*")),
+    "HEIF": ((4, b"ftyp"),),
+}
+
 _BOMB_CHECK_LOCK = threading.Lock()
+
+
+def check_source_image(info: ImageInfo, head: bytes, max_pixels: int) -> None:
+    """Refuse a source image from its header: too many pixels, or not what it claims.
+
+    Args:
+        info: What ``inspect_image`` read from the header.
+        head: The file's first bytes (at least 16).
+        max_pixels: The largest width x height accepted (a decompression bomb, or a
+            header lying about its size, is refused here, before any pixel is decoded).
+
+    Raises:
+        InvalidInput: Naming the rule.
+    """
+    pixels = info.width * info.height
+    if pixels > max_pixels:
+        raise InvalidInput(f"image is {info.width} x {info.height} = {pixels} pixels; at most "
+                           f"{max_pixels} are accepted (MAX_SOURCE_PIXELS)")
+    if info.format not in FORMATS:
+        raise InvalidInput(f"image format {info.format} is not accepted")
+    signatures = SIGNATURES.get(info.format)
+    if signatures and not any(head[at:at + len(magic)] == magic for at, magic in signatures):
+        raise InvalidInput(f"file is read as {info.format} but does not start like one "
+                           "(a polyglot or a mislabelled file)")
 
 
 def normalize_extension(extension: str) -> str:

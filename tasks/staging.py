@@ -30,7 +30,12 @@ from pydantic import BaseModel
 from providers.base import Provider
 from providers.download import fetch_bytes
 from providers.errors import InvalidInput, ResultExpired
-from providers.images import content_type_for_format, extension_for_format, inspect_image
+from providers.images import (
+    check_source_image,
+    content_type_for_format,
+    extension_for_format,
+    inspect_image,
+)
 from providers.urlguard import strip_credentials
 from storage.jobs import JobRecord, JobSource
 from workers.runtime import Runtime
@@ -106,6 +111,7 @@ def _capped(data: bytes, max_bytes: int) -> bytes:
 
 def _stage_bytes(rt: Runtime, job_id: str, data: bytes, filename: str | None) -> JobSource:
     info = inspect_image(data)  # InvalidInput when it is not an image
+    check_source_image(info, data[:64], rt.settings.max_source_pixels)
     content_type = content_type_for_format(info.format)
     key = rt.objects.input_key(job_id, extension_for_format(info.format) or ".img")
     rt.objects.put_bytes(key, data, content_type=content_type, metadata={"job-id": job_id})
@@ -146,18 +152,26 @@ def _source_url(rt: Runtime, record: JobRecord) -> str:
 
 
 def _source_bytes(rt: Runtime, provider: Provider, record: JobRecord) -> bytes:
+    """The source's bytes for an upload, checked from the header before any charge."""
     limit = provider.max_upload_bytes or 30 * 1024 * 1024
-    if record.source.uri.startswith("s3://"):
-        with rt.objects.open_stream(record.source.uri) as stream:
-            data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidInput(f"source is over {limit} bytes, the most {provider.name} "
-                               "accepts", provider.name)
-        return data
+    data = _read_s3(rt, provider, record.source.uri, limit) if record.source.uri.startswith(
+        "s3://") else _download(rt, provider, record.source.uri, limit)
+    check_source_image(inspect_image(data), data[:64], rt.settings.max_source_pixels)
+    return data
+
+
+def _read_s3(rt: Runtime, provider: Provider, uri: str, limit: int) -> bytes:
+    with rt.objects.open_stream(uri) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(f"source is over {limit} bytes, the most {provider.name} accepts",
+                           provider.name)
+    return data
+
+
+def _download(rt: Runtime, provider: Provider, url: str, limit: int) -> bytes:
     try:
-        return fetch_bytes(rt.http, provider.name, record.source.uri, limit, rt.settings)
+        return fetch_bytes(rt.http, provider.name, url, limit, rt.settings)
     except ResultExpired as exc:
         raise InvalidInput(f"source URL could not be downloaded: {exc.message}",
                            provider.name) from exc
-
-

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 import uuid
+import zlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -175,3 +177,59 @@ def test_local_file_over_the_cap_refused_before_reading(system_env, tmp_path):
             deployment.enqueue(handle, "picwish")
     finally:
         deployment.stop()
+
+
+# --- Images that are not what they claim: refused from the header, before any charge ----
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` with almost no data (a bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024 * 1024)  # a megabyte of zeros in ~1 KB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.integration
+def test_decompression_bomb_refused_from_its_header_before_any_charge(system, sandbox):
+    bomb = png_claiming(50_000, 50_000)  # 2.5 gigapixels in a file of a few KB
+    assert len(bomb) < 10_000
+    with pytest.raises(InvalidInput, match="2500000000 pixels; at most 100000000"):
+        system.enqueue(bomb, "picwish")
+    assert job_count(system) == 0
+    assert sandbox.requests() == []
+
+
+@pytest.mark.integration
+def test_image_format_outside_the_accepted_ones_refused(system):
+    """Pillow reads many formats (PPM, EPS, ICO...); only the ones the vendors take pass."""
+    ppm = b"P6\n4 4\n255\n" + b"\x80" * 48
+    with pytest.raises(InvalidInput, match="format PPM is not accepted"):
+        system.enqueue(ppm, "hitpaw")
+    assert job_count(system) == 0
+
+
+def test_signature_check_names_the_rule():
+    from providers.base import ImageInfo
+    from providers.images import check_source_image
+
+    info = ImageInfo(format="PNG", width=10, height=10, size_bytes=100)
+    with pytest.raises(InvalidInput, match="does not start like one"):
+        check_source_image(info, b"GIF89a" + b"\0" * 20, 1000)
+    check_source_image(info, b"\x89PNG\r\n\x1a\n" + b"\0" * 20, 1000)
+    with pytest.raises(InvalidInput, match="MAX_SOURCE_PIXELS"):
+        check_source_image(info, b"\x89PNG\r\n\x1a\n", 99)
+
+
+@pytest.mark.integration
+def test_long_url_source_fetched_by_the_worker_is_checked_too(system, sandbox):
+    """PicWish takes URLs up to 512 characters: a longer one is downloaded, then checked."""
+    url = sandbox.add_sample("bomb.png", png_claiming(40_000, 40_000)) + "?pad=" + "x" * 520
+    job_id = system.enqueue(url, "picwish")
+    with pytest.raises(InvalidInput, match="MAX_SOURCE_PIXELS"):
+        staging.build_provider_request(system.runtime, system.runtime.provider("picwish"),
+                                       system.job(job_id))
+    assert sandbox.count(kind="submit") == 0
