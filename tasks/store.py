@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from providers.download import open_result
 from providers.images import content_type_for_format, extension_for_format, format_for_extension
+from providers.urlguard import strip_credentials
 from storage.errors import StorageFailed
 from storage.jobs import JobOutput, JobRecord, JobState, in_states, seconds_from_now
 from tasks import events
@@ -97,11 +98,11 @@ def _result_format(record: JobRecord, content_type: str | None) -> str:
 
 
 def object_metadata(record: JobRecord) -> dict[str, str]:
-    """S3 user metadata naming where the object came from."""
+    """S3 user metadata naming where the object came from (no query, no credentials)."""
     return {
         "job-id": record.id,
         "provider": record.provider,
         "model": record.model,
-        "source": record.source.uri.split("?", 1)[0][:512],
+        "source": strip_credentials(record.source.uri.split("?", 1)[0])[:512],
         "provider-job-id": record.provider_job_id or "",
     }

@@ -233,3 +233,9 @@ def test_long_url_source_fetched_by_the_worker_is_checked_too(system, sandbox):
         staging.build_provider_request(system.runtime, system.runtime.provider("picwish"),
                                        system.job(job_id))
     assert sandbox.count(kind="submit") == 0
+
+
+def test_object_metadata_never_carries_url_credentials_or_query():
+    record = JobRecord(provider="hitpaw", model="general_2x", source=JobSource(
+        uri="https://bob:hunter2@img.example/a.jpg?X-Amz-Signature=abc"))
+    assert object_metadata(record)["source"] == "https://img.example/a.jpg"
