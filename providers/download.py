@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from providers.errors import InvalidInput, ProviderUnavailable, ResultExpired
+from providers.errors import EnhanceError, InvalidInput, ProviderUnavailable, ResultExpired
 from providers.http import error_class_for_status, map_requests_errors
 from providers.urlguard import UrlGuard
 
@@ -58,7 +58,8 @@ class CappedReader:
 
 @contextmanager
 def open_result(session: requests.Session, provider: str, url: str | None,
-                settings, max_bytes: int | None = None) -> Iterator[Download]:
+                settings, max_bytes: int | None = None,
+                what: str = "result") -> Iterator[Download]:
     """Open a streaming GET of a result URL; raise ``ResultExpired`` when it is gone.
 
     Args:
@@ -67,6 +68,8 @@ def open_result(session: requests.Session, provider: str, url: str | None,
         url: The URL; redirects are followed through the guard.
         settings: Timeouts and ``download_max_bytes``.
         max_bytes: A lower cap than ``settings.download_max_bytes``.
+        what: "result" or "source", for messages; a source answering an HTTP error is
+            ``InvalidInput`` (the user's server, not the provider: no retries).
 
     Raises:
         InvalidInput: The URL, a redirect target or the body size breaks a rule.
@@ -76,7 +79,7 @@ def open_result(session: requests.Session, provider: str, url: str | None,
     limit = min(max_bytes or settings.download_max_bytes, settings.download_max_bytes)
     response = _get_following_redirects(session, provider, url, settings)
     try:
-        _raise_for_status(provider, response)
+        _raise_for_status(provider, response, what)
         size = _size(response)
         if size is not None and size > limit:
             raise InvalidInput(f"download is {size} bytes; at most {limit} are allowed", provider)
@@ -93,7 +96,7 @@ def _get_following_redirects(session: requests.Session, provider: str, url: str,
     max_redirects = session.max_redirects
     for _ in range(max_redirects + 1):
         UrlGuard.check_scheme(url)
-        with map_requests_errors(provider):
+        with _query_hidden(url), map_requests_errors(provider):
             response = session.get(url, stream=True, timeout=timeout, allow_redirects=False)
         if not response.is_redirect:
             return response
@@ -105,7 +108,7 @@ def _get_following_redirects(session: requests.Session, provider: str, url: str,
 def fetch_bytes(session: requests.Session, provider: str, url: str, max_bytes: int,
                 settings) -> bytes:
     """Download a whole (source) file of at most ``max_bytes``; ``InvalidInput`` if larger."""
-    with open_result(session, provider, url, settings) as download:
+    with open_result(session, provider, url, settings, what="source") as download:
         if download.size_bytes is not None and download.size_bytes > max_bytes:
             raise InvalidInput(f"source is {download.size_bytes} bytes; {provider} accepts "
                                f"at most {max_bytes}", provider)
@@ -117,7 +120,24 @@ def fetch_bytes(session: requests.Session, provider: str, url: str, max_bytes: i
     return data
 
 
-def _raise_for_status(provider: str, response: requests.Response) -> None:
+@contextmanager
+def _query_hidden(url: str) -> Iterator[None]:
+    """Errors leave without the URL's query: signed URLs are bearer credentials."""
+    query = urlsplit(url).query
+    try:
+        yield
+    except EnhanceError as exc:
+        if not query or query not in exc.message:
+            raise
+        hidden = exc.message.replace(query, "<query hidden>")
+        raise type(exc)(hidden, exc.provider, exc.vendor_code, exc.http_status,
+                        exc.retry_after_s, exc.body) from None
+
+
+def _raise_for_status(provider: str, response: requests.Response, what: str) -> None:
+    if what != "result" and response.status_code >= 400:
+        raise InvalidInput(f"{what} URL answered HTTP {response.status_code}", provider,
+                           http_status=response.status_code)
     if response.status_code in GONE_STATUSES:
         raise ResultExpired(
             f"result URL answered HTTP {response.status_code}: expired or deleted",

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from providers.base import Provider
 from providers.download import fetch_bytes
-from providers.errors import InvalidInput, ResultExpired
+from providers.errors import InvalidInput
 from providers.images import (
     check_source_image,
     content_type_for_format,
@@ -80,12 +80,14 @@ def check_source_uri(rt: Runtime, uri: str) -> str:
 def read_local_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of a regular local file of at most ``max_bytes``, checked before reading."""
     shown = str(path)[:200]
-    real = os.path.realpath(path)
-    if real.startswith(_SPECIAL_ROOTS):
-        raise InvalidInput(f"source {shown!r} is not a regular file (under /proc, /sys or /dev)")
-    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    try:
+        real = os.path.realpath(path)
+        if real.startswith(_SPECIAL_ROOTS):
+            raise InvalidInput(f"source {shown!r} is not a regular file (under /proc, /sys or "
+                               "/dev)")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InvalidInput(f"source {shown!r} is not a readable file: {reason}") from None
     try:
@@ -170,8 +172,4 @@ def _read_s3(rt: Runtime, provider: Provider, uri: str, limit: int) -> bytes:
 
 
 def _download(rt: Runtime, provider: Provider, url: str, limit: int) -> bytes:
-    try:
-        return fetch_bytes(rt.http, provider.name, url, limit, rt.settings)
-    except ResultExpired as exc:
-        raise InvalidInput(f"source URL could not be downloaded: {exc.message}",
-                           provider.name) from exc
+    return fetch_bytes(rt.http, provider.name, url, limit, rt.settings)  # an HTTP error: InvalidInput

@@ -207,6 +207,10 @@ def flower_auth_configured(flower_args: tuple[str, ...] = ()) -> bool:
     return bool(provider and allowed)
 
 
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 FLOWER_AUTH_HINT = ("set FLOWER_BASIC_AUTH=user:password (or Flower's OAuth settings: "
                     "FLOWER_AUTH_PROVIDER, FLOWER_AUTH and FLOWER_OAUTH2_KEY/_SECRET/"
                     "_REDIRECT_URI), or bind --address 127.0.0.1")
@@ -222,6 +226,10 @@ def flower(port, address, flower_args) -> None:
     if not is_loopback(address) and not flower_auth_configured(flower_args):
         raise click.ClickException(f"refusing to serve Flower on {address} without "
                                    f"authentication: {FLOWER_AUTH_HINT}")
+    if not is_loopback(address) and _truthy(os.environ.get("FLOWER_UNAUTHENTICATED_API")):
+        raise click.ClickException(f"refusing to serve Flower's API without a login on "
+                                   f"{address}: unset FLOWER_UNAUTHENTICATED_API, or bind "
+                                   "--address 127.0.0.1")
     from workers.app import app
 
     app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])

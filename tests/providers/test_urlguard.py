@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from providers.download import fetch_bytes, open_result
-from providers.errors import InvalidInput
+from providers.errors import InvalidInput, ProviderUnavailable
 from providers.urlguard import (
     UrlGuard,
     UrlPolicy,
@@ -312,3 +312,89 @@ def test_guarded_session_ignores_environment_proxies(monkeypatch, canned):
     canned.add(200, b"direct")
     session = guarded_session(loopback_guard())
     assert fetch_bytes(session, "hitpaw", canned.base_url + "/a", 100, SETTINGS) == b"direct"
+
+
+@pytest.mark.parametrize("status", [404, 500, 503])
+def test_source_answering_an_http_error_is_invalid_input_not_a_provider_failure(canned, status):
+    canned.add(status, "nope")
+    with pytest.raises(InvalidInput, match=f"source URL answered HTTP {status}"):
+        fetch_bytes(guarded_session(loopback_guard()), "picwish", canned.base_url + "/a.png",
+                    100, SETTINGS)
+
+
+def test_download_errors_never_carry_the_signed_query(closed_port_url):
+    url = closed_port_url + "/r.png?X-Amz-Signature=c0ffee5ecret&X-Amz-Credential=AKIAXYZ"
+    with pytest.raises(ProviderUnavailable) as caught, open_result(
+            guarded_session(loopback_guard()), "hitpaw", url, SETTINGS):
+        pass
+    assert "c0ffee5ecret" not in str(caught.value) and "AKIAXYZ" not in str(caught.value)
+    assert "<query hidden>" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+# --- HTTPS through the pinned address: SNI and certificate check stay the URL's host -------
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS server on 127.0.0.1 whose certificate names only ``pinned.example``."""
+    import datetime
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinned.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("pinned.example")]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    seen_sni: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"tls-ok")
+
+        def log_message(self, *args):
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    context.sni_callback = lambda sock, server_name, ctx: seen_sni.append(server_name)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
+    thread.start()
+    yield SimpleNamespace(port=server.server_port, ca=str(cert_path), sni=seen_sni)
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_to_the_pinned_address_checks_the_url_hosts_certificate(tls_server):
+    resolver = FakeResolver({"pinned.example": [["127.0.0.1"]], "other.example": [["127.0.0.1"]]})
+    session = guarded_session(UrlGuard(UrlPolicy.parse(False, ["127.0.0.1"]), resolver=resolver))
+    session.verify = tls_server.ca
+    url = f"https://pinned.example:{tls_server.port}/r.png"
+    assert fetch_bytes(session, "hitpaw", url, 100, SETTINGS) == b"tls-ok"
+    assert tls_server.sni == ["pinned.example"]
+    with pytest.raises(ProviderUnavailable, match="certificate|hostname"):  # a name it lacks
+        fetch_bytes(session, "hitpaw", f"https://other.example:{tls_server.port}/r.png", 100,
+                    SETTINGS)

@@ -142,7 +142,7 @@ def test_local_regular_image_file_staged(system, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("make", ["fifo", "directory", "dev_zero", "proc", "symlink_to_proc",
-                                  "socket", "missing"])
+                                  "socket", "missing", "nul_in_path"])
 def test_local_path_that_is_not_a_regular_file_refused(system, tmp_path, make):
     path = tmp_path / "source.jpg"
     if make == "fifo":
@@ -158,6 +158,8 @@ def test_local_path_that_is_not_a_regular_file_refused(system, tmp_path, make):
     elif make == "socket":
         server = socket.socket(socket.AF_UNIX)
         server.bind(str(path))
+    elif make == "nul_in_path":
+        path = f"{tmp_path}/a\x00b.jpg"
     with pytest.raises(InvalidInput, match="not a regular file|not a readable file"):
         system.enqueue(str(path), "hitpaw")
     assert job_count(system) == 0

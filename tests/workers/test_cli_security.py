@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from workers.cli import flower_auth_configured, is_loopback, main
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOWER_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER", "FLOWER_AUTH")
+FLOWER_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER", "FLOWER_AUTH",
+              "FLOWER_UNAUTHENTICATED_API")
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +43,14 @@ def test_flower_refuses_an_open_bind_without_auth_and_says_what_to_set(address):
     assert f"refusing to serve Flower on {address} without authentication" in result.output
     assert "FLOWER_BASIC_AUTH=user:password" in result.output
     assert "--address 127.0.0.1" in result.output
+
+
+def test_flower_refuses_an_unauthenticated_api_on_an_open_bind(monkeypatch):
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:secret")
+    monkeypatch.setenv("FLOWER_UNAUTHENTICATED_API", "true")
+    result = CliRunner().invoke(main, ["flower", "--address", "0.0.0.0", "--port", "1"])
+    assert result.exit_code != 0
+    assert "unset FLOWER_UNAUTHENTICATED_API" in result.output
 
 
 def test_flower_auth_is_basic_auth_or_oauth(monkeypatch):
