@@ -17,6 +17,8 @@ under ``WATCH``, the guard decides on what was read, and the write happens in on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +30,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from providers.base import ImageInfo
-from providers.errors import EnhanceError, NotFound
+from providers.errors import EnhanceError, InvalidInput, NotFound
 
 KEY_PREFIX = "eq:"  # every key this store writes starts with it
 FINAL_RECORD_TTL_S = 30 * 24 * 3600  # a finished job's record is kept this long
@@ -55,6 +57,7 @@ class JobSource(BaseModel):
     filename: str | None = None
     content_type: str | None = None
     image: ImageInfo | None = None  # known when the producer had the bytes at hand
+    sha256: str | None = None  # of the bytes, when the producer had them (staged inputs)
 
 
 class JobOutput(BaseModel):
@@ -92,6 +95,7 @@ class JobRecord(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     source: JobSource
     idempotency_key: str | None = None
+    request_digest: str | None = None  # what the idempotency key promised (set by create)
     state: JobState = JobState.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -110,13 +114,24 @@ class JobRecord(BaseModel):
     result_width: int | None = None
     result_height: int | None = None
     result_size_bytes: int | None = None
-    store_attempts: int = 0
+    store_attempts: int = 0  # store claims taken over from a worker lost mid-store
+    lease_token: str | None = None  # the step (store) running now holds this lease...
+    lease_expires_at: datetime | None = None  # ...until then, unless it renews it
+    poll_protocol_errors: int = 0  # garbled poll answers in a row
     output: JobOutput | None = None
     error: JobError | None = None
 
     @property
     def output_uri(self) -> str | None:
         return self.output.uri if self.output else None
+
+    def request_fingerprint(self) -> str:
+        """SHA-256 of what was asked for: source (its bytes' hash, else its URI), model,
+        options and tenant. Two requests under one idempotency key must agree on it."""
+        request = {"source": self.source.sha256 or self.source.uri, "model": self.model,
+                   "options": self.options, "tenant": getattr(self, "tenant", None)}
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def duration_s(self) -> float:
         """Seconds from creation to the last update."""
@@ -131,6 +146,12 @@ class UnknownJob(NotFound):
     """No job with this id is in the job store."""
 
     code = "unknown_job"
+
+
+class IdempotencyConflict(InvalidInput):
+    """An idempotency key was used again with a different request (source, model, options)."""
+
+    code = "idempotency_conflict"
 
 
 class JobStore:
@@ -148,7 +169,11 @@ class JobStore:
 
         Returns:
             The stored record and whether it was created now (False: an existing job).
+
+        Raises:
+            IdempotencyConflict: the key was first used for a different request.
         """
+        record.request_digest = record.request_fingerprint()
         idem_key = None
         if record.idempotency_key:
             idem_key = self._key("idem", record.provider, record.idempotency_key)
@@ -161,7 +186,7 @@ class JobStore:
                         existing = pipe.get(idem_key)
                         if existing is not None:
                             pipe.reset()
-                            return self.get(existing.decode()), False
+                            return self._same_request(existing.decode(), record), False
                     pipe.multi()
                     if idem_key:
                         pipe.set(idem_key, record.id, ex=FINAL_RECORD_TTL_S)
@@ -170,6 +195,15 @@ class JobStore:
                     return record, True
                 except redis.WatchError:
                     continue
+
+    def _same_request(self, job_id: str, record: JobRecord) -> JobRecord:
+        first = self.get(job_id)
+        if first.request_digest and first.request_digest != record.request_digest:
+            raise IdempotencyConflict(
+                f"idempotency key {record.idempotency_key!r} was already used for job "
+                f"{job_id} with a different request (source, model or options); use a new "
+                "key for a new request", record.provider)
+        return first
 
     def job_for_key(self, provider: str, idempotency_key: str) -> str | None:
         """The id of the job an idempotency key was first used for, if any."""
@@ -259,6 +293,10 @@ class JobStore:
         """Ids of non-final jobs whose next step should have happened before ``now``."""
         ids = self._redis.zrangebyscore(self._key("due"), "-inf", now.timestamp(), 0, limit)
         return [job_id.decode() for job_id in ids]
+
+    def forget_due(self, job_id: str) -> None:
+        """Take ``job_id`` off the due set (an entry reconcile cannot act on)."""
+        self._redis.zrem(self._key("due"), job_id)
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state now, overall and as ``provider:state``."""

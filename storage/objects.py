@@ -8,9 +8,11 @@ the caller hands in are the caller's and pass through unchanged.
 Results: ``stream_result`` checks the image header before anything is written, then feeds
 the stream part by part into a multipart upload: memory stays near
 ``(max_concurrency + 3) x part_size_bytes`` whatever the size. After any failure no object it
-wrote and no incomplete upload remain at the key (an object an earlier call completed there
-is untouched: S3 completes uploads atomically). If S3 is unreachable during that clean-up, a
-bucket lifecycle rule (AbortIncompleteMultipartUpload) is the backstop.
+wrote and no incomplete upload of its own remain at the key; what another call wrote or is
+uploading at the same key is never touched (each call marks its upload and object, and
+aborts only its own UploadId). If S3 is unreachable during that clean-up, or the process
+dies mid-upload, the bucket lifecycle rule (``apply_lifecycle``:
+AbortIncompleteMultipartUpload) is the backstop.
 
 User metadata travels as HTTP headers, so only ASCII survives: keys are lower-cased, runs
 outside ``[a-z0-9_-]`` become ``-``; values other than printable ASCII are stored RFC 2047
@@ -22,7 +24,8 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -38,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from providers.base import ImageInfo
 from providers.errors import InvalidInput
-from providers.images import inspect_image
+from providers.images import content_type_for_format, inspect_image
 from storage.errors import ResultCheckFailed, StorageFailed, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ _TRANSIENT_CODES = frozenset({
     "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
     "ServiceUnavailable", "OperationAborted",
 })
+_OWNER_METADATA = "eq-upload-owner"  # marks which stream_result call wrote an object
 _METADATA_KEY_UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -189,10 +193,12 @@ class _CheckedReader:
     (boto3#929) and the source belongs to the caller.
     """
 
-    def __init__(self, header: bytes, source: BinaryIO, expected_size: int | None) -> None:
+    def __init__(self, header: bytes, source: BinaryIO, expected_size: int | None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
         self._header = header
         self._source = source
         self._expected_size = expected_size
+        self._on_progress = on_progress
         self.size_bytes = 0
         self.at_eof = False
 
@@ -204,6 +210,8 @@ class _CheckedReader:
         self.size_bytes += len(data)
         self.at_eof = self.at_eof or len(data) < size
         self._check_size()
+        if self._on_progress is not None:
+            self._on_progress(self.size_bytes)
         return data
 
     def _check_size(self) -> None:
@@ -240,6 +248,12 @@ class ObjectStore:
         # Parts of a non-seekable stream s3transfer may read ahead (default 10): no more
         # than the threads can upload at once.
         self.transfer_config.max_in_memory_upload_chunks = max_concurrency
+        self._upload_ids: dict[str, str] = {}  # stream_result owner mark -> its UploadId
+        events = client.meta.events
+        events.register("before-call.s3.CreateMultipartUpload", self._note_owner,
+                        unique_id=f"eq-owner-{id(self)}")
+        events.register("after-call.s3.CreateMultipartUpload", self._note_upload_id,
+                        unique_id=f"eq-upload-id-{id(self)}")
 
     @classmethod
     def from_settings(cls, settings: Any, client: Any = None) -> ObjectStore:
@@ -263,6 +277,14 @@ class ObjectStore:
         """The one key of a job's staged input."""
         return f"{self.prefix}inputs/{_file_name(job_id, extension)}"
 
+    def is_staged_input(self, uri: str, job_id: str) -> bool:
+        """True when ``uri`` is the input staged for ``job_id`` (see ``input_key``)."""
+        if not uri.startswith(f"s3://{self.bucket}/"):
+            return False
+        key = parse_s3_uri(uri)[1]
+        return key.startswith(f"{self.prefix}inputs/{job_id}.") and "/" not in key[
+            len(f"{self.prefix}inputs/"):]
+
     def put_bytes(self, key: str, data: bytes, content_type: str,
                   metadata: Mapping[str, object] | None = None) -> StoredObject:
         """Store ``data`` at ``key`` in one request."""
@@ -279,24 +301,37 @@ class ObjectStore:
                                        ExtraArgs=self._extra_args(content_type, metadata))
         return self.head(key)
 
-    def stream_result(self, key: str, stream: BinaryIO, *, content_type: str,
+    def stream_result(self, key: str | Callable[[ImageInfo], str], stream: BinaryIO, *,
+                      content_type: str | None = None,
                       metadata: Mapping[str, object] | None = None,
                       expected_size: int | None = None, expected_width: int | None = None,
-                      expected_height: int | None = None) -> StoredObject:
+                      expected_height: int | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> StoredObject:
         """Stream a result into ``key`` with bounded memory, checking it on the way.
 
         The image header is read and checked (format, dimensions) before anything is
         written; the byte count is checked as the stream ends. ``stream`` is read to its end
         and never closed.
 
+        Args:
+            key: the object's key, or a function of the probed image giving it (so the
+                extension follows what the bytes are, not what they were said to be).
+            content_type: the object's type; by default the probed format's.
+            on_progress: called with the bytes read so far after each read from ``stream``
+                (a long store renews its lease there); what it raises aborts the upload.
+
         Raises:
             ResultCheckFailed: not an image, or its dimensions or size differ from those given.
             StorageUnavailable, StorageFailed: S3 failed (see ``storage_errors``).
-            Whatever ``stream.read`` raises, unchanged.
+            Whatever ``stream.read`` or ``on_progress`` raise, unchanged.
         """
         header, info = _probe_image(stream)
         _check_dimensions(info, expected_width, expected_height)
-        reader = _CheckedReader(header, stream, expected_size)
+        key = key(info) if callable(key) else key
+        content_type = content_type or content_type_for_format(info.format)
+        reader = _CheckedReader(header, stream, expected_size, on_progress)
+        owner = uuid.uuid4().hex  # marks this call's upload and object (see _clean_up)
+        metadata = {**(metadata or {}), _OWNER_METADATA: owner}
         completed = False
         try:
             with storage_errors(f"upload {self.uri(key)}"):
@@ -308,27 +343,96 @@ class ObjectStore:
                 raise ResultCheckFailed(
                     f"{self.uri(key)} holds {stored.size_bytes} bytes, {reader.size_bytes} were read")
         except BaseException:
-            self._clean_up_failed_upload(key, delete_object=completed)
+            self._clean_up_failed_upload(key, owner, completed)
             raise
-        log.info("stored %s: %d bytes, %s %dx%d", stored.uri, stored.size_bytes,
-                 info.format, info.width, info.height)
+        finally:
+            upload_id = self._upload_ids.pop(owner, None)
+        log.info("stored %s: %d bytes, %s %dx%d%s", stored.uri, stored.size_bytes,
+                 info.format, info.width, info.height,
+                 f" (multipart {upload_id[:12]})" if upload_id else "")
         return stored.model_copy(
             update={"width": info.width, "height": info.height, "image_format": info.format})
 
-    def _clean_up_failed_upload(self, key: str, delete_object: bool) -> None:
-        """Best effort: remove what a failed upload left at ``key``; never raises."""
+    def _clean_up_failed_upload(self, key: str, owner: str, completed: bool) -> None:
+        """Best effort: remove what THIS call left at ``key``; never raises.
+
+        Only this call's own multipart upload is aborted (s3transfer usually did that
+        already) and the object is deleted only while it is still the one this call wrote:
+        another store's upload or object at the same key is never touched. An upload left
+        by a crashed process is the lifecycle rule's (AbortIncompleteMultipartUpload).
+        """
         try:
-            if delete_object:
+            if completed and self._owner_of(key) == owner:
                 self.delete(key)
-            with storage_errors(f"abort uploads of {self.uri(key)}"):
-                pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=key)
-                for upload in (u for page in pages for u in page.get("Uploads", [])):
-                    if upload["Key"] == key:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
-        except (StorageUnavailable, StorageFailed) as exc:
+            upload_id = self._upload_ids.get(owner)
+            if upload_id:
+                with storage_errors(f"abort upload {upload_id[:12]} of {self.uri(key)}"):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                       UploadId=upload_id)
+        except StorageFailed as exc:
+            if exc.vendor_code != "NoSuchUpload":  # s3transfer had aborted it: fine
+                log.warning("could not clean up %s after a failed upload: %s", self.uri(key), exc)
+        except StorageUnavailable as exc:
             log.warning("could not clean up %s after a failed upload: %s", self.uri(key), exc)
+
+    def _owner_of(self, key: str) -> str | None:
+        """The owner mark of the object at ``key`` (None if none or unreadable)."""
+        try:
+            with storage_errors(f"head {self.uri(key)}"):
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (StorageFailed, StorageUnavailable):
+            return None
+        return response.get("Metadata", {}).get(_OWNER_METADATA)
+
+    def _note_owner(self, params: dict, context: dict, **_: Any) -> None:
+        """botocore ``before-call`` hook: carry a multipart upload's owner mark along."""
+        owner = params.get("headers", {}).get(f"x-amz-meta-{_OWNER_METADATA}")
+        if owner:
+            context["eq_owner"] = owner
+
+    def _note_upload_id(self, parsed: dict, context: dict, **_: Any) -> None:
+        """botocore ``after-call`` hook: remember which UploadId a stream_result call owns."""
+        owner = context.get("eq_owner")
+        if owner and parsed.get("UploadId"):
+            self._upload_ids[owner] = parsed["UploadId"]
+
+    def lifecycle_rules(self, inputs_expire_days: int = 7,
+                        abort_incomplete_days: int = 1) -> list[dict[str, Any]]:
+        """The bucket lifecycle rules this store relies on as a backstop (S3's format).
+
+        Staged inputs are deleted when their job ends; the first rule catches any whose
+        deletion failed. Incomplete multipart uploads (a worker killed mid-store) are
+        aborted by the second; ``stream_result`` aborts its own when it can.
+        """
+        return [
+            {"ID": "enhance-inputs-expire", "Status": "Enabled",
+             "Filter": {"Prefix": f"{self.prefix}inputs/"},
+             "Expiration": {"Days": inputs_expire_days}},
+            {"ID": "enhance-abort-incomplete-uploads", "Status": "Enabled",
+             "Filter": {"Prefix": self.prefix},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_incomplete_days}},
+        ]
+
+    def apply_lifecycle(self, inputs_expire_days: int = 7,
+                        abort_incomplete_days: int = 1) -> list[dict[str, Any]]:
+        """Put ``lifecycle_rules`` on the bucket, keeping every rule of other owners.
+
+        Returns the bucket's rules as written.
+        """
+        ours = self.lifecycle_rules(inputs_expire_days, abort_incomplete_days)
+        ids = {rule["ID"] for rule in ours}
+        with storage_errors(f"lifecycle of s3://{self.bucket}"):
+            try:
+                current = self.client.get_bucket_lifecycle_configuration(
+                    Bucket=self.bucket).get("Rules", [])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+                    raise
+                current = []
+            rules = [r for r in current if r.get("ID") not in ids] + ours
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
+        return rules
 
     def presign_get(self, uri_or_key: str, expires_s: int = 3600) -> str:
         """A URL that lets anyone GET the object for ``expires_s`` seconds."""
@@ -342,9 +446,10 @@ class ObjectStore:
         bucket, key = self._locate(uri_or_key)
         with storage_errors(f"head s3://{bucket}/{key}"):
             response = self.client.head_object(Bucket=bucket, Key=key)
+        metadata = {k: v for k, v in response.get("Metadata", {}).items() if k != _OWNER_METADATA}
         return self._stored(key, response["ContentLength"], response.get("ContentType"),
                             response.get("ETag"), bucket=bucket,
-                            metadata=decode_metadata(response.get("Metadata", {})))
+                            metadata=decode_metadata(metadata))
 
     def exists(self, uri_or_key: str) -> bool:
         """True when the object exists."""

@@ -1,9 +1,12 @@
 """The Celery tasks: thin wrappers that call the plain steps of ``tasks.pipeline``.
 
-A step's ``PermanentError`` is recorded as the job's failure (logged once, not raised
-again); a ``TransientError`` is retried with backoff, honouring ``Retry-After``, and once
-the retries are spent the job fails with that error. Scheduling the next poll is not a
-retry, and neither is a 429: neither touches the retry budget.
+A step's ``PermanentError`` is recorded as the job's failure first, then the task ends
+with ``JobFailed`` (in no retry list), so Flower shows a job that failed as a FAILURE task
+carrying the job's error code; a raised exception is acknowledged, never requeued. A
+``TransientError`` is retried with backoff, honouring ``Retry-After``, and once the retries
+are spent the job fails with that error. Scheduling the next poll is not a retry, and
+neither is a 429: neither touches the retry budget. A store is retried for as long as its
+result lives (``tasks.store``), so its task has no retry limit of its own.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.exceptions import TimeLimitExceeded
 
 from providers.errors import PermanentError, RateLimited, TransientError
-from tasks import pipeline
+from tasks import jobsteps, pipeline
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
@@ -21,6 +25,17 @@ from workers.runtime import get_runtime
 from workers.settings import get_settings
 
 log = logging.getLogger("enhance.tasks")
+
+
+class JobFailed(Exception):  # noqa: N818 - named for what Flower shows: the job failed
+    """The task's job was failed (already recorded): ends the task as a Celery FAILURE."""
+
+    def __init__(self, job_id: str, code: str, message: str) -> None:
+        super().__init__(job_id, code, message)
+        self.job_id, self.code, self.message = job_id, code, message
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} failed: {self.code}: {self.message}"
 
 
 class JobTask(Task):
@@ -31,7 +46,12 @@ class JobTask(Task):
     ignore_result = True
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        pipeline.fail_job(get_runtime(), args[0], exc)
+        if isinstance(exc, JobFailed):  # recorded before it was raised
+            return
+        if isinstance(exc, TimeLimitExceeded):  # its lease lapses: reconcile re-drives it
+            log.error("job %s: %s killed at its hard time limit", args[0], self.name)
+            return
+        jobsteps.fail_job(get_runtime(), args[0], exc)
 
 
 def run_step(task: Task, step, job_id: str, *args) -> None:
@@ -40,7 +60,8 @@ def run_step(task: Task, step, job_id: str, *args) -> None:
     try:
         step(rt, DISPATCH, job_id, *args)
     except PermanentError as exc:
-        pipeline.fail_job(rt, job_id, exc)
+        jobsteps.fail_job(rt, job_id, exc)
+        raise JobFailed(job_id, exc.code, exc.message) from exc
     except RateLimited as exc:  # feedback, not failure: it spends no retry
         countdown = retry_delay_s(0, rt.settings, exc.retry_after_s)
         log.info("job %s: %s, trying again in %.1f s", job_id, exc.message, countdown)
@@ -64,7 +85,7 @@ def poll(self: Task, job_id: str, token: str, waited: bool = False) -> None:
     run_step(self, pipeline.poll_job, job_id, token, waited)
 
 
-@app.task(name="enhance.store", base=JobTask, bind=True, max_retries=20)
+@app.task(name="enhance.store", base=JobTask, bind=True, max_retries=None)
 def store(self: Task, job_id: str) -> None:
     """Stream a finished result into the bucket."""
     run_step(self, lambda rt, _dispatch, jid: store_result(rt, jid), job_id)

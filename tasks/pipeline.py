@@ -19,19 +19,20 @@ from typing import Protocol
 
 from providers.base import JobStatus, Phase, Submission
 from providers.errors import (
-    DeadlineExceeded,
     EnhanceError,
     InvalidInput,
     OutcomeUnknown,
+    ProtocolError,
     ProviderJobFailed,
     ProviderTimeout,
-    ResultExpired,
     TransientError,
     error_for_code,
 )
-from storage.jobs import JobError, JobRecord, JobState, in_states, seconds_from_now, utcnow
+from storage.jobs import JobRecord, JobState, UnknownJob, in_states, seconds_from_now, utcnow
 from tasks import events, staging
+from tasks.jobsteps import check_still_possible, fail_job
 from tasks.schedule import first_poll_delay_s, next_poll_delay_s, size_class
+from tasks.store import store_bytes
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.pipeline")
@@ -51,22 +52,6 @@ class Dispatcher(Protocol):
 
 def new_token() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def fail_job(rt: Runtime, job_id: str, exc: BaseException) -> JobRecord | None:
-    """Move a job that is not final yet to ``failed``, recording the error."""
-    if not isinstance(exc, EnhanceError):
-        exc = EnhanceError(f"internal error: {type(exc).__name__}: {exc}")
-    error = JobError.from_exception(exc)
-    record = rt.jobs.update(
-        job_id,
-        lambda r: not r.state.final,
-        lambda r: {"state": JobState.FAILED, "error": error, "next_check_at": None,
-                   "poll_token": None},
-    )
-    if record is not None:
-        events.transition(rt, record)
-    return record
 
 
 def _budget_wait_s(rt: Runtime, provider: str, *, submit: bool, waited: bool) -> float:
@@ -137,7 +122,7 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
         lambda r: {"state": JobState.SUBMITTED, "provider_job_id": sub.job_id,
                    "cost": sub.cost, "deadline_at": seconds_from_now(deadline_s),
                    "poll_token": token,
-                   "next_check_at": seconds_from_now(delay + settings.stale_after_s)},
+                   "next_check_at": seconds_from_now(delay + poll_overdue_s(settings))},
     )
     events.charged(rt, record.provider, sub.cost)
     if updated is None:  # failed meanwhile (e.g. by reconcile): keep what we paid for
@@ -154,6 +139,15 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
 # --- poll ----------------------------------------------------------------------------
 
 
+def poll_overdue_s(settings) -> float:
+    """How long after a poll is due it is re-driven: its own HTTP call's time plus a grace.
+
+    A poll is a short step (one bounded request), so a worker that died holding it is
+    noticed soon after; a longer-running poll is not re-driven while its call can last.
+    """
+    return settings.http_connect_timeout_s + settings.http_read_timeout_s + settings.poll_grace_s
+
+
 def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
              waited: bool = False) -> None:
     """Ask the provider once about a job; finish it or schedule the next poll."""
@@ -164,11 +158,42 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
     check_still_possible(rt, record)
     wait_s = _budget_wait_s(rt, record.provider, submit=False, waited=waited)
     if wait_s:
-        dispatch.poll(job_id, token, wait_s, waited=True)
+        _defer_poll(rt, dispatch, record, token, wait_s)
         return
     provider = rt.provider(record.provider)
-    status = events.counted(rt, record.provider, "poll", provider.query, record.provider_job_id)
+    try:
+        status = events.counted(rt, record.provider, "poll", provider.query,
+                                record.provider_job_id)
+    except ProtocolError as exc:
+        _poll_again_after_garbled_answer(rt, dispatch, record, token, exc)
+        return
     apply_status(rt, dispatch, record, token, status)
+
+
+def _defer_poll(rt, dispatch: Dispatcher, record: JobRecord, token: str, wait_s: float) -> None:
+    """Wait for the budget; the poll stays this one's (not overdue) while it waits."""
+    overdue_at = seconds_from_now(wait_s + poll_overdue_s(rt.settings))
+    if rt.jobs.update(record.id, _holds(token), lambda r: {"next_check_at": overdue_at}):
+        dispatch.poll(record.id, token, wait_s, waited=True)
+
+
+def _poll_again_after_garbled_answer(rt, dispatch: Dispatcher, record: JobRecord, token: str,
+                                     exc: ProtocolError) -> None:
+    """A poll is a free, repeatable read: a garbled answer is asked again, a few times."""
+    limit = rt.settings.poll_protocol_retries
+    if record.poll_protocol_errors >= limit:
+        raise exc
+    rt.stats.incr(f"poll_protocol_retries:{record.provider}")
+    delay = first_poll_delay_s(record.provider, rt.settings)
+    nxt = new_token()
+    updated = rt.jobs.update(
+        record.id, _holds(token),
+        lambda r: {"poll_token": nxt, "poll_protocol_errors": r.poll_protocol_errors + 1,
+                   "next_check_at": seconds_from_now(delay + poll_overdue_s(rt.settings))})
+    if updated is not None:
+        log.warning("job %s: garbled poll answer (%d of %d retried), asking again in %.1f s: %s",
+                    record.id, updated.poll_protocol_errors, limit, delay, exc.message)
+        dispatch.poll(record.id, nxt, delay)
 
 
 def apply_status(rt, dispatch: Dispatcher, record: JobRecord, token: str, status: JobStatus) -> None:
@@ -197,8 +222,8 @@ def _schedule_next_poll(rt, dispatch, record: JobRecord, token: str, status: Job
     updated = rt.jobs.update(
         record.id, _holds(token),
         lambda r: {"state": JobState.PROCESSING, "progress": status.progress,
-                   "poll_count": r.poll_count + 1, "poll_token": nxt,
-                   "next_check_at": seconds_from_now(delay + settings.stale_after_s)},
+                   "poll_count": r.poll_count + 1, "poll_token": nxt, "poll_protocol_errors": 0,
+                   "next_check_at": seconds_from_now(delay + poll_overdue_s(settings))},
     )
     if updated is None:
         return
@@ -232,15 +257,13 @@ def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatu
                    "result_width": status.width, "result_height": status.height,
                    "result_size_bytes": None if status.result_bytes else status.size_bytes,
                    "cost": r.cost if r.cost is not None else status.cost,
-                   "next_check_at": seconds_from_now(rt.settings.stale_after_s)},
+                   "next_check_at": seconds_from_now(rt.settings.store_lease_s)},
     )
     if updated is None:
         return
     _learn_duration(rt, record)
     events.transition(rt, updated)
     if status.result_bytes is not None:  # the result is already here: store it now
-        from tasks.store import store_bytes
-
         store_bytes(rt, updated, status.result_bytes)
     else:
         dispatch.store(record.id)
@@ -250,20 +273,47 @@ def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatu
 
 
 def reconcile(rt: Runtime, dispatch: Dispatcher, limit: int = 500) -> int:
-    """Re-drive every job whose next step is overdue; return how many were re-driven."""
+    """Re-drive every job whose next step is overdue; return how many were re-driven.
+
+    Each job is handled on its own: whatever one job raises is logged and, unless it is
+    transient, that entry leaves the due set, so no bad entry can stop the loop for good.
+    """
     redriven = 0
     for job_id in rt.jobs.overdue(utcnow(), limit=limit):
         try:
-            redriven += _redrive(rt, dispatch, rt.jobs.get(job_id))
-        except EnhanceError as exc:
-            if not isinstance(exc, TransientError):
-                fail_job(rt, job_id, exc)
+            redriven += _reconcile_one(rt, dispatch, job_id)
+        except Exception:  # noqa: BLE001 - one bad entry must not stop the others
+            log.exception("job %s: reconcile could not handle it; dropped from the due set",
+                          job_id)
+            _forget(rt, job_id)
     return redriven
+
+
+def _reconcile_one(rt: Runtime, dispatch: Dispatcher, job_id: str) -> int:
+    try:
+        return _redrive(rt, dispatch, rt.jobs.get(job_id))
+    except UnknownJob:
+        log.error("job %s: in the due set but has no record; dropped", job_id)
+        _forget(rt, job_id)
+    except TransientError as exc:  # Redis, S3 or a provider hiccup: next round tries again
+        log.warning("job %s: not re-driven now: %s", job_id, exc.message)
+    except EnhanceError as exc:  # its next step can no longer succeed
+        if fail_job(rt, job_id, exc) is None:
+            _forget(rt, job_id)  # already final: the due entry is left over
+    return 0
+
+
+def _forget(rt: Runtime, job_id: str) -> None:
+    rt.stats.incr("reconcile_dropped")
+    try:
+        rt.jobs.forget_due(job_id)
+    except Exception:  # noqa: BLE001 - Redis is down: the next run tries again
+        log.exception("job %s: could not drop it from the due set", job_id)
 
 
 def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     check_still_possible(rt, record)
-    fields = {"next_check_at": seconds_from_now(rt.settings.stale_after_s)}
+    fields = {"next_check_at": seconds_from_now(_redrive_overdue_s(rt, record.state))}
     if record.state in POLLING:
         fields["poll_token"] = new_token()  # the lost chain's token goes stale
     moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
@@ -280,18 +330,10 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     return 1
 
 
-def check_still_possible(rt: Runtime, record: JobRecord) -> None:
-    """Raise the error that ends a job whose next step can no longer succeed."""
-    now = utcnow()
-    if record.state is JobState.QUEUED and record.submit_started_at is not None:
-        raise OutcomeUnknown(
-            "a previous submit attempt was interrupted after calling the provider; "
-            "not submitting again to avoid paying twice", record.provider)
-    if record.state in POLLING and record.deadline_at and now > record.deadline_at:
-        deadline_s = getattr(rt.settings, f"{record.provider}_job_deadline_s")
-        raise DeadlineExceeded(f"the provider did not finish within {deadline_s} s",
-                               record.provider)
-    if record.state is JobState.STORING and record.result_expires_at \
-            and now > record.result_expires_at:
-        raise ResultExpired(f"the result expired at {record.result_expires_at.isoformat()} "
-                            "before it could be stored", record.provider)
+def _redrive_overdue_s(rt: Runtime, state: JobState) -> float:
+    """How long a re-driven step may take before it is overdue again."""
+    if state in POLLING:
+        return poll_overdue_s(rt.settings)
+    if state is JobState.STORING:
+        return rt.settings.store_lease_s
+    return rt.settings.stale_after_s

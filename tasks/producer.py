@@ -12,7 +12,7 @@ from typing import Any
 from providers import get_provider_class
 from providers.errors import InvalidInput
 from storage.jobs import JobRecord, seconds_from_now
-from tasks import events, staging
+from tasks import events, jobsteps, staging
 from tasks.staging import Source
 from workers.runtime import Runtime, get_runtime
 
@@ -35,12 +35,15 @@ def enqueue(
         model: the provider's model name (its default when None).
         options: provider options (HitPaw ``extension``, ``exif``, ``dpi``; PicWish
             ``return_type``, ``sync``).
-        idempotency_key: the same key twice returns the first job, paid once.
+        idempotency_key: the same key twice with the same request returns the first job,
+            paid once; with a different source, model or options it is refused.
         filename: the source's original name, for the record.
         runtime: the process runtime (tests); the environment's by default.
 
     Raises:
         InvalidInput: the provider is unknown, or a local source is not a readable image.
+        IdempotencyConflict: ``idempotency_key`` was used before for a different request
+            (an ``InvalidInput``, code ``idempotency_conflict``).
     """
     rt = runtime or get_runtime()
     provider_cls = get_provider_class(provider)
@@ -49,17 +52,19 @@ def enqueue(
         source=staging.JobSource(uri="pending:"), idempotency_key=idempotency_key,
         next_check_at=seconds_from_now(rt.settings.stale_after_s),
     )
-    if idempotency_key:
-        existing = rt.jobs.job_for_key(provider, idempotency_key)
-        if existing is not None:
-            return existing
     record.source = staging.stage_source(rt, record.id, source, filename)
-    stored, created = rt.jobs.create(record)
-    if created:
-        events.transition(rt, stored)
-        from tasks.definitions import DISPATCH  # the Celery app is only needed to send
+    try:
+        stored, created = rt.jobs.create(record)
+    except BaseException:  # e.g. IdempotencyConflict: keep no copy of the input
+        jobsteps.delete_staged_input(rt, record)
+        raise
+    if not created:  # an idempotent repeat: the first job has its own input
+        jobsteps.delete_staged_input(rt, record)
+        return stored.id
+    events.transition(rt, stored)
+    from tasks.definitions import DISPATCH  # the Celery app is only needed to send
 
-        DISPATCH.submit(stored.id)
+    DISPATCH.submit(stored.id)
     return stored.id
 
 

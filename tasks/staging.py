@@ -19,6 +19,7 @@ local path).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -118,7 +119,7 @@ def _stage_bytes(rt: Runtime, job_id: str, data: bytes, filename: str | None) ->
     key = rt.objects.input_key(job_id, extension_for_format(info.format) or ".img")
     rt.objects.put_bytes(key, data, content_type=content_type, metadata={"job-id": job_id})
     return JobSource(uri=f"s3://{rt.objects.bucket}/{key}", filename=filename and Path(filename).name,
-                     content_type=content_type, image=info)
+                     content_type=content_type, image=info, sha256=hashlib.sha256(data).hexdigest())
 
 
 def build_provider_request(rt: Runtime, provider: Provider, record: JobRecord) -> BaseModel:

@@ -34,6 +34,8 @@ FAST = {  # settings that make a test run in seconds, not minutes
     "MAX_COUNTDOWN_S": "5",
     "VISIBILITY_TIMEOUT_S": "60",
     "STALE_AFTER_S": "4",
+    "POLL_GRACE_S": "1",
+    "STORE_LEASE_S": "5",
     "HTTP_CONNECT_TIMEOUT_S": "1",
     "HTTP_READ_TIMEOUT_S": "2.5",
     "HTTP_DEADLINE_S": "2.9",  # stale_after_s must exceed connect + deadline

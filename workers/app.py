@@ -41,7 +41,10 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": TASK_ROUTES,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
-        "worker_prefetch_multiplier": 4,
+        # Late-acked store tasks run for minutes: a reserved one would age towards the
+        # visibility timeout behind them. Countdown polls are not bounded by this anyway.
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        **task_time_limits(settings),
         "worker_eta_task_limit": settings.worker_eta_task_limit,
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout_s,
         "worker_enable_soft_shutdown_on_idle": True,
@@ -54,6 +57,17 @@ def celery_config(settings: Settings) -> dict:
             }
         },
     }
+
+
+def task_time_limits(settings: Settings) -> dict[str, int]:
+    """Soft and hard time limits of every task, inside the visibility timeout.
+
+    A task still running when the broker's visibility timeout passes is delivered again;
+    the hard limit ends it first (its lease lapses and reconcile re-drives the job), and
+    the soft one lets it release what it holds before that.
+    """
+    hard_s = int(settings.visibility_timeout_s * 0.8)
+    return {"task_time_limit": hard_s, "task_soft_time_limit": max(1, hard_s - max(5, hard_s // 10))}
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -9,6 +9,7 @@
     enhance stats [--json]
     enhance metrics [--port 9808] [--address 127.0.0.1]
     enhance healthcheck
+    enhance lifecycle [--json]
     enhance demo
 """
 
@@ -313,6 +314,29 @@ def healthcheck() -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
     click.echo("ok")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the bucket's rules as JSON.")
+def lifecycle(as_json: bool) -> None:
+    """Put the bucket's lifecycle backstop: staged inputs expire, stale uploads are aborted.
+
+    Rules of other owners on the bucket are kept; running it again changes nothing.
+    """
+    from storage.objects import ObjectStore
+
+    settings = _settings_or_exit()
+    store = ObjectStore.from_settings(settings)
+    try:
+        rules = store.apply_lifecycle(settings.lifecycle_inputs_expire_days,
+                                      settings.lifecycle_abort_incomplete_days)
+    except EnhanceError as exc:
+        raise click.ClickException(f"lifecycle rules not applied: {exc.message}") from exc
+    if as_json:
+        click.echo(json.dumps(rules))
+        return
+    for rule in rules:
+        click.echo(f"{rule.get('ID', '?'):<36} {json.dumps({k: v for k, v in rule.items() if k != 'ID'})}")
 
 
 def _safe(url: str) -> str:

@@ -92,12 +92,21 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(900, ge=10)  # > every countdown, << result lifetime
     max_countdown_s: float = Field(60.0, gt=0)  # ceiling on any scheduled poll or retry
     worker_eta_task_limit: int = Field(2000, gt=0)  # scheduled polls held per worker
-    reconcile_interval_s: float = Field(30.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0)  # part of the recovery time after a crash
     stale_after_s: float = Field(120.0, gt=0)  # a step this overdue is re-driven
-    max_redeliveries: int = Field(3, ge=1)  # store attempts before a result is given up
+    max_redeliveries: int = Field(3, ge=1)  # workers lost mid-store before a result is given up
     submit_max_retries: int = Field(8, ge=0)  # transient submit failures before failing
     worker_soft_shutdown_timeout_s: float = Field(60.0, ge=0)  # requeue time at stop
     metrics_port: int = Field(9808, ge=0, le=65535)  # job-level Prometheus metrics; 0 = off
+
+    # --- Leases, retries and recovery (store / poll / reconcile) -----------------------
+    worker_prefetch_multiplier: int = Field(1, ge=1)  # messages reserved per process
+    store_lease_s: float = Field(30.0, ge=3)  # a store holds its job this long, renewed
+    store_retry_window_s: int = Field(3600, ge=60)  # retry a store this long if no expiry
+    poll_grace_s: float = Field(5.0, gt=0)  # + HTTP timeouts: when a lost poll is re-driven
+    poll_protocol_retries: int = Field(3, ge=0)  # garbled poll answers asked again in a row
+    lifecycle_inputs_expire_days: int = Field(7, ge=1)  # backstop for staged inputs
+    lifecycle_abort_incomplete_days: int = Field(1, ge=1)  # backstop for lost uploads
 
     # --- Logs --------------------------------------------------------------------------
     log_format: Literal["text", "json"] = "text"
@@ -195,6 +204,8 @@ class Settings(BaseSettings):
             )
         if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
             raise ValueError("s3_sse_kms_key_id needs s3_sse=aws:kms")
+        if self.store_lease_s * 2 > self.visibility_timeout_s:
+            raise ValueError("store_lease_s must be at most half of visibility_timeout_s")
         if self.visibility_timeout_s >= 3600:
             raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
         return self

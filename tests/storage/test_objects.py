@@ -210,17 +210,87 @@ def test_dropped_source_connection_leaves_nothing_and_raises_the_source_error(st
     assert_nothing_left(store, key)
 
 
-def test_failure_aborts_an_upload_a_crashed_attempt_left_at_the_key(store):
-    key = store.result_key("crashed", ".png")
-    store.client.create_multipart_upload(Bucket=store.bucket, Key=key)
-    with pytest.raises(ResultCheckFailed):
-        store.stream_result(key, OneWayStream(b"garbage" * 1000, 6 * MIB),
-                            content_type="image/png", expected_size=1)
-    assert leftovers(store, key)[1]  # a pre-check failure writes nothing and cleans nothing
-    with pytest.raises(ResultCheckFailed):
+def test_a_failed_store_aborts_only_its_own_upload_never_another_at_the_key(store):
+    # Issue 9: the clean-up used to abort every multipart upload at the key, including
+    # one another store was still sending. Each call now aborts only its own UploadId;
+    # an upload a crashed process left behind is the lifecycle rule's.
+    key = store.result_key("two-stores", ".png")
+    other = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)["UploadId"]
+    stream = OneWayStream(png_header(4000, 3000), 30 * MIB, fail_after_bytes=12 * MIB)
+    with pytest.raises(ConnectionResetError):
+        store.stream_result(key, stream, content_type="image/png")
+    assert leftovers(store, key) == ([], [other])
+    assert store._upload_ids == {}
+
+
+def test_a_failed_check_never_deletes_an_object_another_store_wrote(store, monkeypatch):
+    key = store.result_key("overwritten", ".png")
+    good = real_png(30, 10)
+    put_bytes = store.put_bytes
+
+    def overwritten_then_head_fails(uri_or_key):  # another store completed the key meanwhile
+        put_bytes(key, good, "image/png")
+        raise StorageUnavailable("head timed out")
+
+    monkeypatch.setattr(store, "head", overwritten_then_head_fails)
+    with pytest.raises(StorageUnavailable):
         store.stream_result(key, OneWayStream(png_header(10, 10), 6 * MIB),
-                            content_type="image/png", expected_size=1)
+                            content_type="image/png")
+    monkeypatch.undo()
+    assert store.head(key).size_bytes == len(good)
+    assert leftovers(store, key)[1] == []
+
+
+def test_progress_is_reported_and_what_it_raises_aborts_the_upload(store):
+    key = store.result_key("progress", ".png")
+    seen = []
+
+    def stop_late(bytes_read):
+        seen.append(bytes_read)
+        if bytes_read > 10 * MIB:
+            raise RuntimeError("lease lost")
+
+    with pytest.raises(RuntimeError, match="lease lost"):
+        store.stream_result(key, OneWayStream(png_header(4000, 3000), 20 * MIB),
+                            on_progress=stop_late)
+    assert seen == sorted(seen) and seen[-1] > 10 * MIB
     assert_nothing_left(store, key)
+
+
+def test_the_key_and_type_follow_the_probed_format_not_a_guess(store):
+    data = real_png(20, 10)
+    stored = store.stream_result(lambda info: store.result_key("probe", info.format),
+                                 io.BytesIO(data))
+    assert stored.key == "enhanced/probe.png" and stored.content_type == "image/png"
+    assert store.head(stored.key).metadata == {}, "the owner mark stays internal"
+
+
+def test_staged_inputs_are_recognised_by_bucket_prefix_and_job(store):
+    uri = store.uri(store.input_key("job-1", ".jpg"))
+    assert store.is_staged_input(uri, "job-1")
+    assert not store.is_staged_input(uri, "job-2")
+    assert not store.is_staged_input("s3://other-bucket/enhanced/inputs/job-1.jpg", "job-1")
+    assert not store.is_staged_input(store.uri("enhanced/job-1.jpg"), "job-1")
+    assert not store.is_staged_input("https://example.test/enhanced/inputs/job-1.jpg", "job-1")
+
+
+def test_lifecycle_rules_are_applied_keeping_other_rules(store):
+    other = {"ID": "someone-else", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+             "Expiration": {"Days": 30}}
+    store.client.put_bucket_lifecycle_configuration(
+        Bucket=store.bucket, LifecycleConfiguration={"Rules": [other]})
+
+    store.apply_lifecycle(inputs_expire_days=3)
+    store.apply_lifecycle(inputs_expire_days=3)  # idempotent
+
+    rules = {r["ID"]: r for r in store.client.get_bucket_lifecycle_configuration(
+        Bucket=store.bucket)["Rules"]}
+    assert set(rules) == {"someone-else", "enhance-inputs-expire",
+                          "enhance-abort-incomplete-uploads"}
+    assert rules["enhance-inputs-expire"]["Expiration"]["Days"] == 3
+    assert rules["enhance-inputs-expire"]["Filter"]["Prefix"] == "enhanced/inputs/"
+    abort = rules["enhance-abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"]
+    assert abort["DaysAfterInitiation"] == 1
 
 
 def test_retry_overwrites_the_one_deterministic_key(store):

@@ -81,3 +81,14 @@ def test_a_bad_setting_stops_the_cli_with_the_variable_named(system):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "S3_BUCKET" in done.stderr
+
+
+def test_lifecycle_puts_the_backstop_rules_on_the_bucket(system, s3_client):
+    done = enhance(system, "lifecycle", "--json")
+
+    assert done.returncode == 0, done.stderr
+    rules = s3_client.get_bucket_lifecycle_configuration(Bucket=system.settings.s3_bucket)
+    by_id = {rule["ID"]: rule for rule in rules["Rules"]}
+    assert by_id["enhance-inputs-expire"]["Filter"]["Prefix"] == "enhanced/inputs/"
+    assert "AbortIncompleteMultipartUpload" in by_id["enhance-abort-incomplete-uploads"]
+    assert json.loads(done.stdout) == rules["Rules"]

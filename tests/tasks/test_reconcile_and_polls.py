@@ -1,0 +1,192 @@
+"""Reconcile that cannot stop for good, garbled poll answers, idempotency conflicts and
+staged inputs that go when their job ends: steps called directly on real Redis, S3, sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from providers.errors import ProtocolError
+from storage.jobs import IdempotencyConflict, JobState, utcnow
+from tasks import jobsteps, pipeline
+from tests.system import image_bytes
+from tests.tasks.test_steps import RecordingDispatcher, force, submitted_job
+from workers.settings import Settings
+
+
+@pytest.fixture
+def rt(system):
+    return system.runtime
+
+
+@pytest.fixture
+def dispatch():
+    return RecordingDispatcher()
+
+
+def due_ids(rt):
+    return [i.decode() for i in rt.redis.zrange("eq:due", 0, -1)]
+
+
+# --- reconcile -------------------------------------------------------------------------
+
+
+def test_a_due_entry_without_a_record_is_dropped_and_the_others_still_move(
+        system, rt, dispatch, caplog):
+    # Issue 9: one id in the due set with no record made every reconcile run crash.
+    good = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    force(rt, good, next_check_at=utcnow() - timedelta(seconds=1))
+    rt.redis.zadd("eq:due", {"ghost": 0})
+
+    with caplog.at_level(logging.ERROR, logger="enhance.pipeline"):
+        assert pipeline.reconcile(rt, dispatch) == 1
+
+    assert dispatch.sent == [("submit", good)]
+    assert "ghost" not in due_ids(rt)
+    assert "ghost" in caplog.text
+
+
+def test_a_record_that_no_longer_validates_is_dropped_and_logged(system, rt, dispatch, caplog):
+    broken = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    good = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    for job_id in (broken, good):
+        force(rt, job_id, next_check_at=utcnow() - timedelta(seconds=1))
+    rt.redis.set(f"eq:job:{broken}", b'{"id": "%s", "state": "from-a-future-release"}' %
+                 broken.encode())
+
+    with caplog.at_level(logging.ERROR, logger="enhance.pipeline"):
+        assert pipeline.reconcile(rt, dispatch) == 1
+
+    assert dispatch.sent == [("submit", good)]
+    assert broken not in due_ids(rt) and good in due_ids(rt)
+    assert broken in caplog.text
+
+
+def test_fail_job_raising_inside_reconcile_drops_the_entry_and_carries_on(
+        system, rt, dispatch, monkeypatch):
+    doomed = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    good = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    force(rt, doomed, submit_started_at=utcnow(), next_check_at=utcnow() - timedelta(seconds=2))
+    force(rt, good, next_check_at=utcnow() - timedelta(seconds=1))
+
+    def fail_job_breaks(*args):
+        raise RuntimeError("redis said no")
+
+    monkeypatch.setattr(pipeline, "fail_job", fail_job_breaks)
+    assert pipeline.reconcile(rt, dispatch) == 1
+
+    assert dispatch.sent == [("submit", good)]
+    assert doomed not in due_ids(rt)
+
+
+# --- garbled poll answers --------------------------------------------------------------
+
+
+def test_garbled_poll_answers_are_asked_again_a_bounded_number_of_times(
+        system, rt, dispatch, sandbox):
+    # Issue 9: one malformed poll answer ended a paid job protocol_error.
+    record = submitted_job(system, rt, dispatch)
+    sandbox.configure(rate_malformed=1.0, malformed_kinds=("html",))
+    limit = rt.settings.poll_protocol_retries
+    token = record.poll_token
+    for attempt in range(1, limit + 1):
+        pipeline.poll_job(rt, dispatch, record.id, token)
+        after = rt.jobs.get(record.id)
+        assert (after.state, after.poll_protocol_errors) == (JobState.SUBMITTED, attempt)
+        assert after.poll_token != token and dispatch.sent[-1][:3] == ("poll", record.id,
+                                                                       after.poll_token)
+        token = after.poll_token
+
+    with pytest.raises(ProtocolError):
+        pipeline.poll_job(rt, dispatch, record.id, token)
+    assert sandbox.count(kind="query") == limit + 1
+
+
+def test_a_good_poll_answer_resets_the_garbled_count(system, rt, dispatch, sandbox):
+    sandbox.configure(processing_time_s=(30, 30))
+    record = submitted_job(system, rt, dispatch)
+    sandbox.configure(rate_malformed=1.0, malformed_kinds=("html",))
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token)
+    sandbox.configure(rate_malformed=0.0)
+
+    pipeline.poll_job(rt, dispatch, record.id, rt.jobs.get(record.id).poll_token)
+
+    after = rt.jobs.get(record.id)
+    assert (after.state, after.poll_protocol_errors) == (JobState.PROCESSING, 0)
+
+
+def test_a_lost_poll_is_overdue_soon_after_its_call_could_have_ended(system, rt, dispatch):
+    record = submitted_job(system, rt, dispatch)
+    delay_s = dispatch.sent[0][3]
+    bound_s = delay_s + pipeline.poll_overdue_s(rt.settings)
+
+    overdue_in_s = (record.next_check_at - record.updated_at).total_seconds()
+
+    assert overdue_in_s == pytest.approx(bound_s, abs=0.05)
+    defaults = Settings()
+    assert pipeline.poll_overdue_s(defaults) + defaults.reconcile_interval_s < 60, \
+        "a poll lost with its worker moves again within a minute"
+
+
+# --- idempotency keys ------------------------------------------------------------------
+
+
+def test_an_idempotency_key_reused_for_another_request_is_refused(system, rt, sandbox):
+    first = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x", idempotency_key="k1")
+    assert system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x",
+                          idempotency_key="k1") == first
+
+    for source, model, options in [(image_bytes(41, 40), "general_2x", {}),
+                                   (image_bytes(40, 40), "general_4x", {}),
+                                   (image_bytes(40, 40), "general_2x", {"dpi": 300}),
+                                   (sandbox.sample_url("portrait.jpg"), "general_2x", {})]:
+        with pytest.raises(IdempotencyConflict) as caught:
+            system.enqueue(source, "hitpaw", model, options=options, idempotency_key="k1")
+        assert caught.value.code == "idempotency_conflict" and first in caught.value.message
+    inputs = rt.objects.client.list_objects_v2(Bucket=rt.objects.bucket,
+                                               Prefix=f"{rt.objects.prefix}inputs/")
+    assert len(inputs.get("Contents", [])) == 1, "repeats and refusals keep no input copy"
+
+
+def test_the_same_url_request_under_one_key_is_the_same_job(system, sandbox):
+    url = sandbox.sample_url("portrait.jpg")
+    first = system.enqueue(url, "hitpaw", None, idempotency_key="k2")
+    assert system.enqueue(url, "hitpaw", None, idempotency_key="k2") == first
+
+
+# --- staged inputs ---------------------------------------------------------------------
+
+
+def input_exists(rt, record):
+    return rt.objects.exists(record.source.uri)
+
+
+def test_a_staged_input_is_deleted_when_its_job_fails(system, rt):
+    record = system.job(system.enqueue(image_bytes(40, 40), "hitpaw", "no-such-model"))
+    assert input_exists(rt, record)
+
+    jobsteps.fail_job(rt, record.id, ValueError("boom"))
+
+    assert not input_exists(rt, record)
+
+
+def test_a_staged_input_is_deleted_when_its_job_succeeds(system, rt, sandbox):
+    system.start_worker()
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    [record] = system.wait([job_id])
+
+    assert record.state is JobState.SUCCEEDED
+    assert not input_exists(rt, record)
+
+
+def test_a_producer_s3_source_is_never_deleted(system, rt, s3_client):
+    key = "uploads/theirs.jpg"
+    s3_client.put_object(Bucket=rt.objects.bucket, Key=key, Body=image_bytes(40, 40))
+    record = system.job(system.enqueue(f"s3://{rt.objects.bucket}/{key}", "hitpaw", None))
+
+    jobsteps.fail_job(rt, record.id, ValueError("boom"))
+
+    assert rt.objects.exists(key)
