@@ -23,7 +23,7 @@ import tempfile
 import click
 
 from providers.errors import EnhanceError
-from workers.constants import ALL_QUEUES
+from workers.constants import ALL_QUEUES, STORE_QUEUE
 from workers.settings import get_settings
 
 EXIT_FAILED = 1  # the job ended failed
@@ -165,7 +165,20 @@ def worker(queues, concurrency, pool, hostname, loglevel, celery_args) -> None:
         argv += ["-c", str(concurrency)]
     if hostname:
         argv += ["-n", hostname]
+    argv += ["--prefetch-multiplier", str(prefetch_multiplier(settings, queues))]
     app.worker_main(argv + list(celery_args))
+
+
+def prefetch_multiplier(settings, queues: str) -> int:
+    """Messages each process reserves: ``STORE_PREFETCH_MULTIPLIER`` on a store-only worker.
+
+    A store runs for minutes and is late-acked: a store message reserved behind it would
+    age towards the visibility timeout. Submits and polls are short (and countdown polls
+    are not bounded by prefetch at all), so mixed workers keep the larger multiplier.
+    """
+    if {q.strip() for q in queues.split(",") if q.strip()} == {STORE_QUEUE}:
+        return settings.store_prefetch_multiplier
+    return settings.worker_prefetch_multiplier
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9808, ge=0, le=65535)  # job-level Prometheus metrics; 0 = off
 
     # --- Leases, retries and recovery (store / poll / reconcile) -----------------------
-    worker_prefetch_multiplier: int = Field(1, ge=1)  # messages reserved per process
+    worker_prefetch_multiplier: int = Field(4, ge=1)  # messages reserved per process
+    store_prefetch_multiplier: int = Field(1, ge=1)  # ...on a worker of the store queue only
     store_lease_s: float = Field(30.0, ge=3)  # a store holds its job this long, renewed
     store_retry_window_s: int = Field(3600, ge=60)  # retry a store this long if no expiry
     poll_grace_s: float = Field(5.0, gt=0)  # + HTTP timeouts: when a lost poll is re-driven

@@ -242,3 +242,29 @@ def test_a_call_must_end_before_reconcile_takes_it_for_lost():
     text = refused("stale_after_s", http_deadline_s=116, stale_after_s=120)
     assert "http_deadline_s" in text
     assert Settings(http_deadline_s=114, stale_after_s=120).http_deadline_s == 114
+
+
+# --- Leases, retries and recovery ------------------------------------------------------
+
+
+def test_only_a_store_only_worker_reserves_a_single_message():
+    from workers.cli import prefetch_multiplier
+
+    settings = Settings(worker_prefetch_multiplier=4, store_prefetch_multiplier=1)
+    assert prefetch_multiplier(settings, "enhance.store") == 1
+    assert prefetch_multiplier(settings, " enhance.store, ") == 1
+    assert prefetch_multiplier(settings, "enhance.submit,enhance.poll,enhance.store") == 4
+
+
+def test_task_time_limits_end_a_task_inside_the_visibility_timeout():
+    from workers.app import celery_config
+
+    for timeout_s in (60, 900, 3599):
+        config = celery_config(Settings(visibility_timeout_s=timeout_s,
+                                        max_countdown_s=timeout_s // 4))
+        soft, hard = config["task_soft_time_limit"], config["task_time_limit"]
+        assert 0 < soft < hard < timeout_s
+
+
+def test_a_store_lease_longer_than_half_the_visibility_timeout_is_refused():
+    refused("store_lease_s", store_lease_s=31, visibility_timeout_s=60, max_countdown_s=15)
