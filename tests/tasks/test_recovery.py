@@ -83,7 +83,7 @@ def test_jobs_move_again_soon_after_their_workers_are_killed(system, sandbox):
     # time and the store lease.
     sandbox.configure(processing_time_s=(6.0, 8.0))
     timings = {"VISIBILITY_TIMEOUT_S": "900", "STALE_AFTER_S": "120", "MAX_COUNTDOWN_S": "60",
-               "HTTP_READ_TIMEOUT_S": "10", "POLL_GRACE_S": "5", "RECONCILE_INTERVAL_S": "5",
+               "HTTP_READ_TIMEOUT_S": "10", "HTTP_DEADLINE_S": "12", "POLL_GRACE_S": "5", "RECONCILE_INTERVAL_S": "5",
                "STORE_LEASE_S": "20", "HITPAW_POLL_INTERVAL_S": "3",
                "HITPAW_POLL_MAX_INTERVAL_S": "5"}
     doomed = system.start_worker(concurrency=2, **timings)
