@@ -219,6 +219,16 @@ def test_bucket_is_created_before_workers_start(services):
         assert condition == "service_completed_successfully"
 
 
+def test_the_bucket_gets_the_lifecycle_backstop(services, k8s):
+    init = services["minio-init"]
+    script = " ".join(init["entrypoint"])
+    assert "mc ilm rule add" in script and "--expire-days" in script
+    assert init["environment"]["INPUTS_PREFIX"] == "enhanced/inputs/"
+    assert services["minio"]["environment"]["MINIO_API_STALE_UPLOADS_EXPIRY"]
+    job = k8s[("Job", "enhance-bucket-lifecycle")]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["lifecycle"]
+
+
 def test_prometheus_scrapes_the_one_metrics_server_and_flower(services):
     config = yaml.safe_load(PROMETHEUS_FILE.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}

@@ -110,3 +110,26 @@ def test_jobs_move_again_soon_after_their_workers_are_killed(system, sandbox):
     # scheduled, and reconcile runs every 5 s.
     worst_s = max((r.next_check_at - r.updated_at).total_seconds() for r in at_kill)
     assert worst_s <= 5 * 1.2 + 1 + 10 + 5 + 0.5
+
+
+def test_duplicate_store_deliveries_run_one_store_and_leave_no_parts(system, sandbox):
+    # Issue 9: _claim compared only updated_at, so two stores could stream one result.
+    from tasks.definitions import DISPATCH
+
+    sandbox.configure(large_result_bytes=24 * 1024 * 1024)  # a store of several parts
+    system.start_worker(queues="enhance.submit,enhance.poll")
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    system.wait([job_id], until=lambda rs: rs[0].state.value == "storing")
+    for _ in range(3):  # as if the broker and reconcile both sent it again
+        DISPATCH.store(job_id)
+    system.start_worker(queues="enhance.store", concurrency=4)
+
+    [record] = system.wait([job_id], timeout_s=120)
+
+    assert record.state.value == "succeeded", record.error
+    assert sandbox.count(provider="hitpaw", kind="result") == 1, "one store streamed it"
+    assert record.store_attempts == 0
+    client, bucket = system.runtime.objects.client, system.settings.s3_bucket
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.head_object(Bucket=bucket, Key=record.output.key)["ContentLength"] == \
+        record.output.size_bytes
