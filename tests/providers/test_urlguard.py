@@ -398,3 +398,40 @@ def test_https_to_the_pinned_address_checks_the_url_hosts_certificate(tls_server
     with pytest.raises(ProviderUnavailable, match="certificate|hostname"):  # a name it lacks
         fetch_bytes(session, "hitpaw", f"https://other.example:{tls_server.port}/r.png", 100,
                     SETTINGS)
+
+
+def test_pinned_ipv6_address_is_reachable():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.headers["Host"])))
+            self.end_headers()
+            self.wfile.write(self.headers["Host"].encode())
+
+        def log_message(self, *args):
+            pass
+
+    try:
+        server = Server(("::1", 0), Handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()
+    try:
+        guard = UrlGuard(UrlPolicy.parse(False, ["::1"]), resolver=FakeResolver(
+            {"six.example": [["::1"]]}))
+        session = guarded_session(guard)
+        port = server.server_port
+        assert fetch_bytes(session, "hitpaw", f"http://six.example:{port}/", 100,
+                           SETTINGS) == f"six.example:{port}".encode()
+        assert fetch_bytes(session, "hitpaw", f"http://[::1]:{port}/", 100,
+                           SETTINGS) == f"[::1]:{port}".encode()
+    finally:
+        server.shutdown()
+        server.server_close()
