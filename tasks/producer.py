@@ -41,7 +41,10 @@ def enqueue(
         runtime: the process runtime (tests); the environment's by default.
 
     Raises:
-        InvalidInput: the provider is unknown, or a local source is not a readable image.
+        InvalidInput: the provider is unknown; a URL breaks the URL guard (scheme, loopback,
+            private or metadata address...); an ``s3://`` bucket is neither ``S3_BUCKET``
+            nor in ``S3_SOURCE_BUCKETS``; a local source is not a regular file, is over
+            ``LOCAL_SOURCE_MAX_BYTES``, or is not an accepted image (SECURITY.md).
         IdempotencyConflict: ``idempotency_key`` was used before for a different request
             (an ``InvalidInput``, code ``idempotency_conflict``).
     """
