@@ -241,3 +241,54 @@ def test_object_metadata_never_carries_url_credentials_or_query():
     record = JobRecord(provider="hitpaw", model="general_2x", source=JobSource(
         uri="https://bob:hunter2@img.example/a.jpg?X-Amz-Signature=abc"))
     assert object_metadata(record)["source"] == "https://img.example/a.jpg"
+
+
+# --- Result URLs from providers go through the same guard when the worker stores them ----
+
+
+def storing_job(system, result_url: str) -> str:
+    from datetime import timedelta
+
+    from storage.jobs import utcnow
+
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw")
+    system.runtime.jobs.update(job_id, lambda r: True, lambda r: {
+        "state": JobState.STORING, "provider_job_id": "hp-1", "result_url": result_url,
+        "result_expires_at": utcnow() + timedelta(hours=1)})
+    return job_id
+
+
+def stored_results(system) -> list[str]:
+    listing = system.runtime.objects.client.list_objects_v2(
+        Bucket=system.settings.s3_bucket, Prefix=system.settings.s3_prefix)
+    return [o["Key"] for o in listing.get("Contents", []) if "/inputs/" not in o["Key"]]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("url", "rule"), [
+    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "metadata"),
+    ("http://[::ffff:a9fe:a9fe]/latest/", "IPv4-mapped"),
+    ("http://10.0.0.8/result.jpg", "private"),
+    ("file:///etc/passwd", "scheme"),
+])
+def test_result_url_into_a_forbidden_range_refused_before_connecting(system, url, rule):
+    from tasks.store import store_result
+
+    job_id = storing_job(system, url)
+    with pytest.raises(InvalidInput, match=rule):
+        store_result(system.runtime, job_id)
+    assert stored_results(system) == []
+
+
+@pytest.mark.integration
+def test_result_url_redirecting_into_a_private_range_refused(system):
+    from tasks.store import store_result
+    from tests.providers.conftest import CannedServer
+
+    with CannedServer() as result_host:
+        result_host.add(302, "", headers={"Location": "http://192.168.0.1/r.jpg"})
+        job_id = storing_job(system, result_host.base_url + "/r.jpg")
+        with pytest.raises(InvalidInput, match="192.168.0.1, a private|192.168.0.1 is a private"):
+            store_result(system.runtime, job_id)
+        assert [r.path for r in result_host.received] == ["/r.jpg"]
+    assert stored_results(system) == []
