@@ -148,6 +148,10 @@ class UnknownJob(NotFound):
     code = "unknown_job"
 
 
+class ConcurrentWriters(RuntimeError):
+    """A compare-and-set kept losing to other writers; trying again later is fine."""
+
+
 class IdempotencyConflict(InvalidInput):
     """An idempotency key was used again with a different request (source, model, options)."""
 
@@ -247,7 +251,7 @@ class JobStore:
                     return updated
                 except redis.WatchError:
                     continue
-        raise RuntimeError(f"job {job_id}: too many concurrent writers")
+        raise ConcurrentWriters(f"job {job_id}: too many concurrent writers")
 
     @staticmethod
     def _apply(current: JobRecord, fields: dict[str, Any]) -> JobRecord:

@@ -17,6 +17,8 @@ import uuid
 from datetime import timedelta
 from typing import Protocol
 
+import redis
+
 from providers.base import JobStatus, Phase, Submission
 from providers.errors import (
     EnhanceError,
@@ -28,7 +30,15 @@ from providers.errors import (
     TransientError,
     error_for_code,
 )
-from storage.jobs import JobRecord, JobState, UnknownJob, in_states, seconds_from_now, utcnow
+from storage.jobs import (
+    ConcurrentWriters,
+    JobRecord,
+    JobState,
+    UnknownJob,
+    in_states,
+    seconds_from_now,
+    utcnow,
+)
 from tasks import events, staging
 from tasks.jobsteps import check_still_possible, fail_job
 from tasks.schedule import first_poll_delay_s, next_poll_delay_s, size_class
@@ -38,6 +48,8 @@ from workers.runtime import Runtime
 log = logging.getLogger("enhance.pipeline")
 
 POLLING = (JobState.SUBMITTED, JobState.PROCESSING)
+# Failures of the job store itself, not of one entry: reconcile keeps the entry for later.
+_TRY_LATER = (redis.ConnectionError, redis.TimeoutError, ConcurrentWriters)
 
 
 class Dispatcher(Protocol):
@@ -282,6 +294,8 @@ def reconcile(rt: Runtime, dispatch: Dispatcher, limit: int = 500) -> int:
     for job_id in rt.jobs.overdue(utcnow(), limit=limit):
         try:
             redriven += _reconcile_one(rt, dispatch, job_id)
+        except _TRY_LATER as exc:  # the job store itself is in trouble: keep the entry
+            log.warning("job %s: not re-driven now: %s: %s", job_id, type(exc).__name__, exc)
         except Exception:  # noqa: BLE001 - one bad entry must not stop the others
             log.exception("job %s: reconcile could not handle it; dropped from the due set",
                           job_id)
@@ -304,9 +318,9 @@ def _reconcile_one(rt: Runtime, dispatch: Dispatcher, job_id: str) -> int:
 
 
 def _forget(rt: Runtime, job_id: str) -> None:
-    rt.stats.incr("reconcile_dropped")
     try:
         rt.jobs.forget_due(job_id)
+        rt.stats.incr("reconcile_dropped")
     except Exception:  # noqa: BLE001 - Redis is down: the next run tries again
         log.exception("job %s: could not drop it from the due set", job_id)
 

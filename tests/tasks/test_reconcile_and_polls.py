@@ -8,6 +8,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+import redis
 
 from providers.errors import ProtocolError
 from storage.jobs import IdempotencyConflict, JobState, utcnow
@@ -80,6 +81,22 @@ def test_fail_job_raising_inside_reconcile_drops_the_entry_and_carries_on(
 
     assert dispatch.sent == [("submit", good)]
     assert doomed not in due_ids(rt)
+
+
+def test_a_job_store_outage_keeps_every_entry_for_the_next_run(system, rt, dispatch,
+                                                               monkeypatch):
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    force(rt, job_id, next_check_at=utcnow() - timedelta(seconds=1))
+
+    def redis_is_down(*args):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(rt.jobs, "get", redis_is_down)
+    assert pipeline.reconcile(rt, dispatch) == 0
+    monkeypatch.undo()
+
+    assert job_id in due_ids(rt), "a Redis blip must not lose a job's due entry"
+    assert pipeline.reconcile(rt, dispatch) == 1
 
 
 # --- garbled poll answers --------------------------------------------------------------
