@@ -196,3 +196,22 @@ def test_pipeline_and_store_do_not_import_each_other_in_a_cycle():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "tasks.pipeline" not in imported
     assert "tasks.jobsteps" in imported
+
+
+def test_a_store_past_its_soft_time_limit_releases_its_lease_for_a_retry(
+        system, rt, dispatch, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from providers.errors import TransientError
+
+    record = storing_job(system, rt, dispatch)
+
+    def signal_arrives(*args, **kwargs):  # Celery raises it wherever the task is
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(store, "open_result", signal_arrives)
+    with pytest.raises(TransientError, match="time limit"):
+        store.store_result(rt, record.id)
+
+    after = rt.jobs.get(record.id)
+    assert (after.state, after.lease_token, after.store_attempts) == (JobState.STORING, None, 0)
