@@ -19,6 +19,7 @@ errors (``StorageUnavailable``, ``StorageFailed``, ``ResultCheckFailed``) are in
         ├── ProtocolError             a response of no documented shape
         ├── ResultExpired             the result URL expired before it was stored
         ├── OutcomeUnknown            a paid request may or may not have gone through
+        ├── BudgetExhausted           our own daily spend cap refuses the job (policy fail)
         └── DeadlineExceeded          the provider did not finish within the deadline
 
 Every class carries ``code``, the stable error code written into a failed job record and
@@ -151,6 +152,12 @@ class OutcomeUnknown(PermanentError):
     """A paid request may have gone through; retrying could pay twice."""
 
     code = "outcome_unknown"
+
+
+class BudgetExhausted(PermanentError):
+    """A daily spend cap of ours has no room for this job (``SPEND_CAP_POLICY=fail``)."""
+
+    code = "budget_exhausted"
 
 
 class DeadlineExceeded(PermanentError):

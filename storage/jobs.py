@@ -50,6 +50,16 @@ class JobState(StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED)
 
 
+DEFAULT_TENANT = "default"
+
+
+class Priority(StrEnum):
+    """Admission lanes: interactive goes first, batch keeps a guaranteed share."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+
+
 class JobSource(BaseModel):
     """Where the input image is: an http(s) URL or an ``s3://`` object."""
 
@@ -57,7 +67,7 @@ class JobSource(BaseModel):
     filename: str | None = None
     content_type: str | None = None
     image: ImageInfo | None = None  # known when the producer had the bytes at hand
-    sha256: str | None = None  # of the bytes, when the producer had them (staged inputs)
+    sha256: str | None = None  # of the bytes, when the producer had them: idempotency, reuse
 
 
 class JobOutput(BaseModel):
@@ -96,12 +106,15 @@ class JobRecord(BaseModel):
     source: JobSource
     idempotency_key: str | None = None
     request_digest: str | None = None  # what the idempotency key promised (set by create)
+    tenant: str = DEFAULT_TENANT  # whose job: admission serves tenants in turn; reuse
+    # never crosses tenants unless told
+    priority: Priority = Priority.INTERACTIVE  # admission lane
     state: JobState = JobState.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     transitions: dict[str, datetime] = Field(default_factory=dict)
     next_check_at: datetime | None = None  # when the next step is overdue
-    deadline_at: datetime | None = None  # when the provider must have finished
+    deadline_at: datetime | None = None  # queued: admitted by then; later: provider done by then
     submit_started_at: datetime | None = None  # set before the paid call is made
     provider_job_id: str | None = None
     poll_count: int = 0
@@ -120,6 +133,10 @@ class JobRecord(BaseModel):
     poll_protocol_errors: int = 0  # garbled poll answers in a row
     output: JobOutput | None = None
     error: JobError | None = None
+    fingerprint: str | None = None  # input + provider + model + output options; None: no reuse
+    follows: str | None = None  # the in-flight job whose result this one waits for
+    leaders_failed: int = 0  # how many jobs this one followed that then failed
+    reused_from: str | None = None  # the job whose result was copied instead of paying
 
     @property
     def output_uri(self) -> str | None:

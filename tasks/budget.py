@@ -10,12 +10,13 @@ next) reaching the provider's own sliding window as a 429: evenly spaced request
   down at once.
 - Submits start new paid work; polls finish work already paid for. Submits are paced
   again at ``SUBMIT_SHARE`` of the budget, so when it is short, polls go first.
-- A submit is refused while the provider has ``*_MAX_IN_FLIGHT`` jobs.
 
-All three checks and the two pacing marks happen in one Lua script, atomically. A task
+The checks and the two pacing marks happen in one Lua script, atomically. Submit slots
+are taken by admission alone (``tasks.admission``), which also holds the in-flight caps:
+it asks ``submit_wait_s`` when the next one is free and schedules itself then. A poll
 refused a request reschedules itself; it never sleeps. ``wait_s`` books it the next free
-turn on a per-provider chain (one pacing interval after the last booked one), so a
-backlog of refused tasks comes back one at a time, in order, instead of as a storm.
+turn on the provider's poll chain (one pacing interval after the last booked one), so a
+backlog of refused polls comes back one at a time, in order, instead of as a storm.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import random
 
 import redis
 
-from storage.jobs import KEY_PREFIX, JobStore
+from storage.jobs import KEY_PREFIX
 from workers.settings import Settings
 
 COOLDOWN_KEY = KEY_PREFIX + "cooldown:"  # + provider: set for the Retry-After time
 PACE_KEY = KEY_PREFIX + "pace:"  # + provider: set while the next request must wait
 SUBMIT_PACE_KEY = KEY_PREFIX + "pace-submit:"  # + provider: the same, for submits
-TURN_KEY = KEY_PREFIX + "turn:"  # + provider + kind: when the next refused task may return
+TURN_KEY = KEY_PREFIX + "turn:"  # + provider + ":poll": when the next refused poll may return
 PACING_MARGIN = 1.1  # spacing = margin / max_rps: room for jitter between send and arrival
 SUBMIT_SHARE = 0.5  # the most of the budget submits may take while polls wait
 
@@ -47,8 +48,8 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return 1
 """
 
-# KEYS: cool-down, pace key of this kind, turn chain of this kind.
-# ARGV: interval of this kind (ms), horizon (ms). Returns ms until the booked turn.
+# KEYS: cool-down, pace key, turn chain of polls.
+# ARGV: interval (ms), horizon (ms). Returns ms until the booked turn.
 _BOOK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -62,12 +63,11 @@ return turn - now
 
 
 class ProviderBudget:
-    """Shared request budgets and in-flight caps of both providers."""
+    """Shared request budgets of both providers."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self._settings = settings
         self._redis = client
-        self._jobs = jobs
         self._acquire = client.register_script(_ACQUIRE)
         self._book = client.register_script(_BOOK)
 
@@ -80,45 +80,48 @@ class ProviderBudget:
         interval_ms = math.ceil(self.interval_s(provider) * 1000)
         keys = [COOLDOWN_KEY + provider, PACE_KEY + provider]
         if submit:
-            if self._at_cap(provider):
-                return False
             keys.append(SUBMIT_PACE_KEY + provider)
         submit_ms = math.ceil(interval_ms / SUBMIT_SHARE)
         return bool(self._acquire(keys=keys, args=[interval_ms, submit_ms]))
 
-    def _at_cap(self, provider: str) -> bool:
-        cap = getattr(self._settings, f"{provider}_max_in_flight")
-        return self._jobs.in_flight(provider) >= cap
+    def submit_keys(self, provider: str) -> list[str]:
+        """The keys a submit slot depends on: cool-down, pace, submit pace."""
+        return [COOLDOWN_KEY + provider, PACE_KEY + provider, SUBMIT_PACE_KEY + provider]
 
-    def wait_s(self, provider: str, *, submit: bool = False, waited: bool = False) -> float:
-        """How long a refused task waits before it asks again (at most ``max_countdown_s``).
+    def submit_intervals_ms(self, provider: str) -> tuple[int, int]:
+        """The pace and submit-pace marks a submit sets, in ms."""
+        interval_ms = math.ceil(self.interval_s(provider) * 1000)
+        return interval_ms, math.ceil(interval_ms / SUBMIT_SHARE)
 
-        A task refused for the first time books the next turn of its kind: turns follow
-        the cool-down and the pacing mark, one interval apart, so N refused tasks come
-        back spread over N intervals rather than all at once. A task refused again when
-        its booked turn came (``waited``) keeps its place at the front: it asks again as
-        soon as the marks that stopped it expire.
+    def submit_wait_s(self, provider: str) -> float:
+        """Seconds until a submit slot may be free (0: try now). Reads, books nothing."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in (COOLDOWN_KEY, PACE_KEY, SUBMIT_PACE_KEY):
+                pipe.pttl(key + provider)
+            blocked_ms = max([*pipe.execute(), 0])
+        return round(blocked_ms / 1000, 3)
+
+    def wait_s(self, provider: str, *, waited: bool = False) -> float:
+        """How long a refused poll waits before it asks again (at most ``max_countdown_s``).
+
+        A poll refused for the first time books the next turn: turns follow the cool-down
+        and the pacing mark, one interval apart, so N refused polls come back spread over
+        N intervals rather than all at once. A poll refused again when its booked turn
+        came (``waited``) keeps its place at the front: it asks again as soon as the
+        marks that stopped it expire.
         """
         if waited:
-            return self._front_of_line_s(provider, submit)
-        if submit and self._at_cap(provider):  # turns come with finished jobs, not time
-            return min(getattr(self._settings, f"{provider}_poll_interval_s") * 2,
-                       self._settings.max_countdown_s)
-        interval = self.interval_s(provider) / (SUBMIT_SHARE if submit else 1)
-        pace = (SUBMIT_PACE_KEY if submit else PACE_KEY) + provider
-        turn = TURN_KEY + provider + (":submit" if submit else ":poll")
+            return self._front_of_line_s(provider)
+        turn = TURN_KEY + provider + ":poll"
         horizon_ms = int(self._settings.max_countdown_s * 1000)
-        wait_ms = self._book(keys=[COOLDOWN_KEY + provider, pace, turn],
-                             args=[math.ceil(interval * 1000), horizon_ms])
+        wait_ms = self._book(keys=[COOLDOWN_KEY + provider, PACE_KEY + provider, turn],
+                             args=[math.ceil(self.interval_s(provider) * 1000), horizon_ms])
         return round(max(int(wait_ms), 1) / 1000, 3)
 
-    def _front_of_line_s(self, provider: str, submit: bool) -> float:
-        keys = [COOLDOWN_KEY + provider, PACE_KEY + provider]
-        if submit:
-            keys.append(SUBMIT_PACE_KEY + provider)
+    def _front_of_line_s(self, provider: str) -> float:
         with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.pttl(key)
+            for key in (COOLDOWN_KEY, PACE_KEY):
+                pipe.pttl(key + provider)
             blocked_ms = max([*pipe.execute(), 1])
         spread_s = random.uniform(0, self.interval_s(provider) / 4)  # not all at one instant
         return round(min(blocked_ms / 1000 + spread_s, self._settings.max_countdown_s), 3)

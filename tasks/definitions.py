@@ -17,7 +17,7 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 
 from providers.errors import PermanentError, RateLimited, TransientError
-from tasks import jobsteps, pipeline
+from tasks import admission, jobsteps, pipeline
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
@@ -72,11 +72,26 @@ def run_step(task: Task, step, job_id: str, *args) -> None:
         raise task.retry(exc=exc, countdown=countdown) from exc
 
 
+@app.task(name="enhance.admit", bind=True, ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True, max_retries=None)
+def admit(self: Task, provider: str, token: str) -> int:
+    """One admission run: send the submits the provider can take now, schedule the next."""
+    try:
+        return admission.admit(get_runtime(), DISPATCH, provider, token)
+    except TransientError as exc:
+        countdown = retry_delay_s(min(self.request.retries, 5), get_settings(),
+                                  exc.retry_after_s)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
 @app.task(name="enhance.submit", base=JobTask, bind=True,
           max_retries=get_settings().submit_max_retries)
-def submit(self: Task, job_id: str, waited: bool = False) -> None:
-    """Send a queued job to its provider (once) and schedule its first poll."""
-    run_step(self, pipeline.submit_job, job_id, waited)
+def submit(self: Task, job_id: str, *_old: object) -> None:
+    """Send a job admission let through to its provider (once); schedule its first poll.
+
+    ``_old`` takes the ``waited`` flag of submits queued before admission existed.
+    """
+    run_step(self, pipeline.submit_job, job_id)
 
 
 @app.task(name="enhance.poll", base=JobTask, bind=True, max_retries=30)
@@ -100,8 +115,11 @@ def reconcile() -> int:
 class CeleryDispatcher:
     """Sends the pipeline's next steps as Celery tasks on their queues."""
 
-    def submit(self, job_id: str, countdown_s: float = 0, waited: bool = False) -> None:
-        submit.apply_async((job_id, waited), countdown=countdown_s or None)
+    def admit(self, provider: str, token: str, countdown_s: float = 0) -> None:
+        admit.apply_async((provider, token), countdown=countdown_s or None)
+
+    def submit(self, job_id: str, countdown_s: float = 0) -> None:
+        submit.apply_async((job_id,), countdown=countdown_s or None)
 
     def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None:
         poll.apply_async((job_id, token, waited), countdown=countdown_s or None)

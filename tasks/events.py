@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from providers.errors import RateLimited
 from storage.jobs import JobRecord, JobState
+from tasks import admission
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.jobs")
@@ -37,6 +38,7 @@ def transition(rt: Runtime, record: JobRecord) -> None:
     if record.error:
         text += f": {record.error.message}"
     log.log(level, "%s", text, extra={"job": fields})
+    admission.on_transition(rt, record)  # a job leaving flight frees its admission slot
 
 
 def counted(rt: Runtime, provider: str, kind: str, call: Callable[..., T], *args) -> T:

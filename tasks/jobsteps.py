@@ -66,10 +66,8 @@ def delete_staged_input(rt: Runtime, record: JobRecord) -> None:
 def check_still_possible(rt: Runtime, record: JobRecord) -> None:
     """Raise the error that ends a job whose next step can no longer succeed."""
     now = utcnow()
-    if record.state is JobState.QUEUED and record.submit_started_at is not None:
-        raise OutcomeUnknown(
-            "a previous submit attempt was interrupted after calling the provider; "
-            "not submitting again to avoid paying twice", record.provider)
+    if record.state is JobState.QUEUED:
+        _check_queued(rt, record, now)
     if record.state in (JobState.SUBMITTED, JobState.PROCESSING) and record.deadline_at \
             and now > record.deadline_at:
         deadline_s = getattr(rt.settings, f"{record.provider}_job_deadline_s")
@@ -79,6 +77,25 @@ def check_still_possible(rt: Runtime, record: JobRecord) -> None:
     if record.state is JobState.STORING and expires_at and now > expires_at:
         raise ResultExpired(f"the result expired at {expires_at.isoformat()} "
                             "before it could be stored", record.provider)
+
+
+def claim_live(rt: Runtime, record: JobRecord) -> bool:
+    """A submit holds the job's claim and may still be inside the paid call."""
+    started = record.submit_started_at
+    return started is not None and \
+        utcnow() < started + timedelta(seconds=rt.settings.stale_after_s)
+
+
+def _check_queued(rt: Runtime, record: JobRecord, now: datetime) -> None:
+    """A claim whose lease lapsed without an answer, or a job never admitted in time."""
+    if record.submit_started_at is not None:
+        if not claim_live(rt, record):
+            raise OutcomeUnknown(
+                "a previous submit attempt was interrupted after calling the provider; "
+                "not submitting again to avoid paying twice", record.provider)
+    elif record.deadline_at and now > record.deadline_at:
+        raise DeadlineExceeded("the job was not admitted to the provider before its "
+                               "deadline", record.provider)
 
 
 def result_expires_at(rt: Runtime, record: JobRecord) -> datetime | None:

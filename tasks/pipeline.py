@@ -19,9 +19,12 @@ from typing import Protocol
 
 import redis
 
+from providers import PROVIDERS
 from providers.base import JobStatus, Phase, Submission
 from providers.errors import (
+    BudgetExhausted,
     EnhanceError,
+    InsufficientCredits,
     InvalidInput,
     OutcomeUnknown,
     ProtocolError,
@@ -39,8 +42,8 @@ from storage.jobs import (
     seconds_from_now,
     utcnow,
 )
-from tasks import events, staging
-from tasks.jobsteps import check_still_possible, fail_job
+from tasks import admission, events, spend, staging
+from tasks.jobsteps import check_still_possible, claim_live, fail_job
 from tasks.schedule import first_poll_delay_s, next_poll_delay_s, size_class
 from tasks.store import store_bytes
 from workers.runtime import Runtime
@@ -48,6 +51,7 @@ from workers.runtime import Runtime
 log = logging.getLogger("enhance.pipeline")
 
 POLLING = (JobState.SUBMITTED, JobState.PROCESSING)
+BUSY_QUANTILE = 0.95  # first polls while jobs wait for admission: polls per job near 1
 # Failures of the job store itself, not of one entry: reconcile keeps the entry for later.
 _TRY_LATER = (redis.ConnectionError, redis.TimeoutError, ConcurrentWriters)
 
@@ -55,7 +59,9 @@ _TRY_LATER = (redis.ConnectionError, redis.TimeoutError, ConcurrentWriters)
 class Dispatcher(Protocol):
     """Sends the next step of a job; the real one enqueues Celery tasks."""
 
-    def submit(self, job_id: str, countdown_s: float = 0, waited: bool = False) -> None: ...
+    def admit(self, provider: str, token: str, countdown_s: float = 0) -> None: ...
+
+    def submit(self, job_id: str, countdown_s: float = 0) -> None: ...
 
     def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None: ...
 
@@ -66,31 +72,36 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _budget_wait_s(rt: Runtime, provider: str, *, submit: bool, waited: bool) -> float:
-    """0 when the provider budget lets this request go now, else the countdown to retry."""
-    if rt.budget.try_acquire(provider, submit=submit):
+def _budget_wait_s(rt: Runtime, provider: str, *, waited: bool) -> float:
+    """0 when the provider budget lets this poll go now, else the countdown to retry."""
+    if rt.budget.try_acquire(provider, submit=False):
         return 0
-    return rt.budget.wait_s(provider, submit=submit, waited=waited)
+    return rt.budget.wait_s(provider, waited=waited)
 
 
 # --- submit --------------------------------------------------------------------------
 
 
-def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str, waited: bool = False) -> None:
-    """Send a queued job to its provider, exactly once, and schedule its first poll.
+def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
+    """Send a job admission let through to its provider, exactly once; schedule its poll.
 
-    ``waited`` says this delivery already waited for its turn in the provider budget.
+    The submit never waits on the budget: admission took the slot before sending it.
+    The request is built (and the source fetched, where needed) once, before the claim.
     """
     record = rt.jobs.get(job_id)
-    if record.state is not JobState.QUEUED:
-        log.info("job %s: submit skipped, already %s", job_id, record.state.value)
+    if record.state is not JobState.QUEUED or claim_live(rt, record):
+        log.info("job %s: submit skipped, %s", job_id,
+                 "claimed by a live submit" if record.state is JobState.QUEUED
+                 else f"already {record.state.value}")
+        if not record.state.final and record.state is not JobState.STORING:
+            return
+        admission.release(rt, record)
         return
     check_still_possible(rt, record)
     provider = rt.provider(record.provider)
     request = staging.build_provider_request(rt, provider, record)
-    wait_s = _budget_wait_s(rt, record.provider, submit=True, waited=waited)
-    if wait_s:
-        dispatch.submit(job_id, countdown_s=wait_s, waited=True)
+    reservation = _reserve(rt, dispatch, record)
+    if reservation is None:
         return
     started = utcnow()
     claimed = rt.jobs.update(
@@ -100,12 +111,39 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str, waited: bool = Fa
                    "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
     )
     if claimed is None:
+        spend.refund(rt, reservation)
         return
-    submission = _send_submit(rt, provider, request, record, started)
-    _record_submission(rt, dispatch, record, submission)
+    submission = _send_submit(rt, dispatch, provider, request, claimed, reservation)
+    if submission is not None:
+        _record_submission(rt, dispatch, record, submission, reservation)
 
 
-def _send_submit(rt, provider, request, record: JobRecord, started) -> Submission:
+def _reserve(rt, dispatch, record: JobRecord) -> spend.Reservation | None:
+    """Set the expected cost aside; over a cap, fail (policy) or give the job back to wait."""
+    reservation = spend.reserve(rt, record)
+    if reservation.refused is None:
+        return reservation
+    if rt.settings.spend_cap_policy == "fail":
+        raise BudgetExhausted(f"the {reservation.refused} daily spend cap of "
+                              f"{record.provider} has no room for this job", record.provider)
+    spend.hold_for_cap(rt, reservation)
+    admission.requeue(rt, record, dispatch)
+    return None
+
+
+def _release_claim(rt: Runtime, record: JobRecord) -> None:
+    """The paid call was not taken: the job may be submitted again."""
+    rt.jobs.update(
+        record.id,
+        lambda r: r.state is JobState.QUEUED and r.submit_started_at == record.submit_started_at,
+        lambda r: {"submit_started_at": None,
+                   "next_check_at": seconds_from_now(rt.settings.stale_after_s
+                                                     + rt.settings.max_countdown_s)},
+    )
+
+
+def _send_submit(rt, dispatch, provider, request, record: JobRecord,
+                 reservation: spend.Reservation) -> Submission | None:
     """The one paid call. A failure that proves it was not taken releases the claim."""
     try:
         return events.counted(rt, record.provider, "submit", provider.submit, request)
@@ -113,19 +151,29 @@ def _send_submit(rt, provider, request, record: JobRecord, started) -> Submissio
         raise OutcomeUnknown(
             f"submit sent but no answer came ({exc.message}); not retrying to avoid paying "
             "twice", record.provider) from exc
+    except InsufficientCredits as exc:  # not charged: the job waits for the top-up
+        spend.refund(rt, reservation)
+        _release_claim(rt, record)
+        spend.pause(rt, record.provider, exc.message)
+        admission.push(rt, record, front=True)
+        return None
     except TransientError:
-        rt.jobs.update(
-            record.id,
-            lambda r: r.state is JobState.QUEUED and r.submit_started_at == started,
-            lambda r: {"submit_started_at": None},
-        )
+        spend.refund(rt, reservation)
+        _release_claim(rt, record)
         raise
 
 
-def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submission) -> None:
+def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submission,
+                       reservation: spend.Reservation) -> None:
     settings = rt.settings
     token = new_token()
-    predicted = rt.durations.predict(record.provider, record.model, _size_class(record))
+    spend.settle(rt, reservation, record.model, sub.cost)
+    backlog, paused = admission.backlog_and_pause(rt, record.provider)
+    if paused:  # a probe went through: the account has credit again
+        spend.unpause(rt, record.provider)
+    quantile = BUSY_QUANTILE if backlog else None
+    predicted = rt.durations.predict(record.provider, record.model, _size_class(record),
+                                     quantile=quantile)
     delay = first_poll_delay_s(record.provider, settings, predicted_s=predicted)
     deadline_s = getattr(settings, f"{record.provider}_job_deadline_s")
     updated = rt.jobs.update(
@@ -168,7 +216,7 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
         log.debug("job %s: stale poll %s ignored", job_id, token)
         return
     check_still_possible(rt, record)
-    wait_s = _budget_wait_s(rt, record.provider, submit=False, waited=waited)
+    wait_s = _budget_wait_s(rt, record.provider, waited=waited)
     if wait_s:
         _defer_poll(rt, dispatch, record, token, wait_s)
         return
@@ -287,6 +335,9 @@ def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatu
 def reconcile(rt: Runtime, dispatch: Dispatcher, limit: int = 500) -> int:
     """Re-drive every job whose next step is overdue; return how many were re-driven.
 
+    Never sends a submit: a queued job goes back to admission, whose chain is revived
+    when its lease lapsed.
+
     Each job is handled on its own: whatever one job raises is logged and, unless it is
     transient, that entry leaves the due set, so no bad entry can stop the loop for good.
     """
@@ -300,7 +351,7 @@ def reconcile(rt: Runtime, dispatch: Dispatcher, limit: int = 500) -> int:
             log.exception("job %s: reconcile could not handle it; dropped from the due set",
                           job_id)
             _forget(rt, job_id)
-    return redriven
+    return redriven + admission.sweep(rt, PROVIDERS, dispatch)
 
 
 def _reconcile_one(rt: Runtime, dispatch: Dispatcher, job_id: str) -> int:
@@ -327,6 +378,8 @@ def _forget(rt: Runtime, job_id: str) -> None:
 
 def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     check_still_possible(rt, record)
+    if record.state is JobState.QUEUED and record.follows is None:
+        return _redrive_queued(rt, dispatch, record)
     fields = {"next_check_at": seconds_from_now(_redrive_overdue_s(rt, record.state))}
     if record.state in POLLING:
         fields["poll_token"] = new_token()  # the lost chain's token goes stale
@@ -334,13 +387,30 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
                            lambda r: fields)
     if moved is None:  # it moved on meanwhile: not overdue after all
         return 0
+    if moved.follows is not None:  # waits on an identical job: never paid for here
+        dispatch.reuse(moved.id)
+        return 1
     log.warning("job %s: %s step overdue, re-driven", record.id, record.state.value)
-    if moved.state is JobState.QUEUED:
-        dispatch.submit(moved.id)
-    elif moved.state in POLLING:
+    if moved.state in POLLING:
         dispatch.poll(moved.id, moved.poll_token, 0)
     else:
         dispatch.store(moved.id)
+    return 1
+
+
+def _redrive_queued(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
+    """A live submit claim is left alone; an unclaimed overdue job goes back to admission."""
+    if record.submit_started_at is not None:  # live (a lapsed claim raised above)
+        lease_end = record.submit_started_at + timedelta(seconds=rt.settings.stale_after_s)
+        rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
+                       lambda r: {"next_check_at": lease_end})
+        return 0
+    moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
+                           lambda r: {"next_check_at": r.deadline_at})
+    if moved is None:
+        return 0
+    log.warning("job %s: queued step overdue, given back to admission", record.id)
+    admission.requeue(rt, moved, dispatch)
     return 1
 
 

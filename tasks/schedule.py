@@ -142,10 +142,16 @@ class DurationModel:
             pipe.execute()
         return estimate
 
-    def predict(self, provider: str, model: str, size: str) -> float | None:
-        """Seconds after submit by which most such jobs are done; None if too few seen."""
+    def predict(self, provider: str, model: str, size: str,
+                quantile: float | None = None) -> float | None:
+        """Seconds after submit by which most such jobs are done; None if too few seen.
+
+        ``quantile`` (default ``PREDICT_QUANTILE``) is raised while the budget is the
+        bottleneck: a later first poll finds more jobs done, so fewer polls take slots.
+        """
         samples = sorted(float(v) for v in self._redis.lrange(self._key(provider, model, size),
                                                               0, -1))
         if len(samples) < MIN_SAMPLES:
             return None
-        return samples[min(int(len(samples) * PREDICT_QUANTILE), len(samples) - 1)]
+        quantile = PREDICT_QUANTILE if quantile is None else quantile
+        return samples[min(int(len(samples) * quantile), len(samples) - 1)]

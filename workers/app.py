@@ -12,13 +12,21 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from workers.constants import ALL_QUEUES, MAINTENANCE_QUEUE, POLL_QUEUE, STORE_QUEUE, SUBMIT_QUEUE
+from workers.constants import (
+    ADMIT_QUEUE,
+    ALL_QUEUES,
+    MAINTENANCE_QUEUE,
+    POLL_QUEUE,
+    STORE_QUEUE,
+    SUBMIT_QUEUE,
+)
 from workers.settings import Settings, get_settings
 
 TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in one queue
     name: {"queue": queue, "exchange": queue, "routing_key": queue}
-    for name, queue in (("enhance.submit", SUBMIT_QUEUE), ("enhance.poll", POLL_QUEUE),
-                        ("enhance.store", STORE_QUEUE), ("enhance.reconcile", MAINTENANCE_QUEUE))
+    for name, queue in (("enhance.admit", ADMIT_QUEUE), ("enhance.submit", SUBMIT_QUEUE),
+                        ("enhance.poll", POLL_QUEUE), ("enhance.store", STORE_QUEUE),
+                        ("enhance.reconcile", MAINTENANCE_QUEUE))
 }
 
 

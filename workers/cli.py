@@ -1,12 +1,13 @@
 """The ``enhance`` command: one entry point for every role.
 
-    enhance submit SOURCE --provider hitpaw [--model NAME] [--wait] [--json]
+    enhance submit SOURCE --provider hitpaw [--model NAME] [--tenant T] [--priority P] [--wait]
     enhance status JOB_ID [--json]
     enhance worker [--queues Q,...] [--concurrency N]
     enhance beat
     enhance flower [--port 5555] [--address 127.0.0.1]
     enhance sandbox [--host 127.0.0.1] [--port 8080] [fault options]
     enhance stats [--json]
+    enhance resume PROVIDER
     enhance metrics [--port 9808] [--address 127.0.0.1]
     enhance healthcheck
     enhance lifecycle [--json]
@@ -95,16 +96,20 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--model", default=None, help="Model name (the provider's default if omitted).")
 @click.option("--option", "options", multiple=True, help="Provider option KEY=VALUE (repeatable).")
 @click.option("--idempotency-key", default=None, help="The same key twice pays once.")
+@click.option("--tenant", default="default", show_default=True, help="Whose job (fair turns).")
+@click.option("--priority", type=click.Choice(["interactive", "batch"]), default="interactive",
+              show_default=True, help="Admission lane.")
 @click.option("--wait", is_flag=True, help="Show progress until the job ends.")
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="--wait limit, s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def submit(source, provider, model, options, idempotency_key, wait, timeout_s, as_json) -> None:
+def submit(source, provider, model, options, idempotency_key, tenant, priority, wait, timeout_s,
+           as_json) -> None:
     """Enqueue SOURCE (URL, s3:// URI or local file) for enhancement."""
     from tasks.producer import enqueue, get_job
 
     try:
         job_id = enqueue(source, provider, model, _parse_options(options),
-                         idempotency_key=idempotency_key)
+                         idempotency_key=idempotency_key, tenant=tenant, priority=priority)
     except EnhanceError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     if not wait:
@@ -267,6 +272,8 @@ def flower(port, address, flower_args) -> None:
 @click.option("--rate-slow", type=float, default=0.0, help="Fraction answered slowly.")
 @click.option("--slow-response", "slow_response_s", type=float, default=0.0,
               help="Seconds a slow answer takes.")
+@click.option("--create-latency", "create_latency_s", nargs=2, type=float, default=(0.0, 0.0),
+              help="A submit's answer comes MIN-MAX seconds late (job already charged).")
 @click.option("--hitpaw-coins", type=int, default=None, help="HitPaw balance (default: no limit).")
 @click.option("--picwish-credits", type=int, default=None, help="PicWish balance (default: no limit).")
 @click.option("--large-result-bytes", type=int, default=None, help="Pad results to this size.")
@@ -297,6 +304,19 @@ def stats(as_json: bool) -> None:
         click.echo(f"{section}:")
         for name, value in values.items():
             click.echo(f"  {name:<28} {value}")
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["hitpaw", "picwish"]))
+def resume(provider: str) -> None:
+    """Lift PROVIDER's out-of-credit pause (after a top-up); admission starts again."""
+    from tasks.admission import resume as resume_admission
+    from workers.runtime import get_runtime
+
+    if resume_admission(get_runtime(), provider):
+        click.echo(f"{provider}: admission resumed")
+    else:
+        click.echo(f"{provider}: was not paused")
 
 
 @main.command()

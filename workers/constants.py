@@ -2,6 +2,8 @@
 
 from providers.constants import USER_AGENT  # noqa: F401 (re-exported; defined below us)
 
+#: Admission runs: one chain per provider lets queued jobs through to the submit queue.
+ADMIT_QUEUE = "enhance.admit"
 #: New submissions: the only queue whose tasks spend money.
 SUBMIT_QUEUE = "enhance.submit"
 #: Countdown-scheduled polls of jobs the provider is working on.
@@ -11,4 +13,4 @@ STORE_QUEUE = "enhance.store"
 #: The periodic reconcile task and other housekeeping.
 MAINTENANCE_QUEUE = "enhance.maintenance"
 
-ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, MAINTENANCE_QUEUE)
+ALL_QUEUES = (ADMIT_QUEUE, SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, MAINTENANCE_QUEUE)

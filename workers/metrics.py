@@ -11,6 +11,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 
 from storage.jobs import JobState
+from tasks import admission, spend
 from workers.runtime import Runtime, get_runtime
 
 PROVIDERS = ("hitpaw", "picwish")
@@ -28,6 +29,7 @@ def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
             "rate_limited": raw.get(f"rate_limited:{name}", 0),
             "cost": raw.get(f"cost:{name}", 0),
             "in_flight": rt.jobs.in_flight(name),
+            **_admission_figures(rt, name),
         }
     lag_count = raw.get("store_lag_count", 0)
     figures["results"] = {
@@ -37,6 +39,20 @@ def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
     }
     figures["failures"] = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("failed:")}
     return figures
+
+
+def _admission_figures(rt: Runtime, provider: str) -> dict[str, float]:
+    """Jobs waiting for admission per lane, slots held, the pause, spend against the cap."""
+    waiting = admission.waiting(rt, provider)
+    limit = rt.settings.daily_limit(provider)
+    return {
+        "waiting_interactive": waiting["interactive"],
+        "waiting_batch": waiting["batch"],
+        "admitted": admission.admitted_count(rt, provider),
+        "paused_out_of_credit": 1 if spend.paused(rt, provider) else 0,
+        "spent_today": spend.spent_today(rt, provider).get("total", 0.0),
+        "daily_limit": -1 if limit is None else limit,  # -1: no cap
+    }
 
 
 class JobCollector:
@@ -67,6 +83,7 @@ class JobCollector:
         for name in PROVIDERS:
             in_flight.add_metric([name], figures[name]["in_flight"])
         yield from (requests, limited, cost, in_flight)
+        yield from _admission_metrics(figures)
         failures = CounterMetricFamily("enhance_job_failures", "Jobs failed, by error code",
                                        labels=["code"])
         for code, value in sorted(figures["failures"].items()):
@@ -79,6 +96,25 @@ class JobCollector:
         yield GaugeMetricFamily("enhance_store_lag_avg_seconds",
                                 "Mean time from provider completion to stored",
                                 value=results["store_lag_avg_s"])
+
+
+def _admission_metrics(figures):
+    waiting = GaugeMetricFamily("enhance_admission_waiting", "Jobs waiting for admission",
+                                labels=["provider", "lane"])
+    paused = GaugeMetricFamily("enhance_admission_paused",
+                               "1 while the provider is paused for lack of credit",
+                               labels=["provider"])
+    spent = GaugeMetricFamily("enhance_spend_today", "Coins/credits spent this UTC day",
+                              labels=["provider"])
+    limit = GaugeMetricFamily("enhance_spend_daily_limit",
+                              "Daily spend cap (-1: none)", labels=["provider"])
+    for name in PROVIDERS:
+        for lane in ("interactive", "batch"):
+            waiting.add_metric([name, lane], figures[name][f"waiting_{lane}"])
+        paused.add_metric([name], figures[name]["paused_out_of_credit"])
+        spent.add_metric([name], figures[name]["spent_today"])
+        limit.add_metric([name], figures[name]["daily_limit"])
+    return waiting, paused, spent, limit
 
 
 def serve_metrics(port: int, address: str = "127.0.0.1") -> None:

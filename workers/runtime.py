@@ -50,7 +50,7 @@ class Runtime:
         self.guard = UrlGuard(UrlPolicy.from_settings(s))
         self.http = guarded_session(self.guard, USER_AGENT)
         self.stats = Stats(self.redis)
-        self.budget = ProviderBudget(s, self.redis, self.jobs)
+        self.budget = ProviderBudget(s, self.redis)
         self.durations = DurationModel(self.redis)
 
     def provider(self, name: str) -> Provider:

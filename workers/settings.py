@@ -23,6 +23,7 @@ HITPAW_DEFAULT_BASE_URL = "https://api-base.hitpaw.com"
 PICWISH_DEFAULT_BASE_URL = "https://techhk.aoscdn.com"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # as enqueue checks a tenant
 _BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MIB = 1024 * 1024
@@ -87,6 +88,42 @@ class Settings(BaseSettings):
     picwish_max_rps: float = Field(2.0, gt=0)  # the vendor's default QPS per account
     hitpaw_max_in_flight: int = Field(500, gt=0)
     picwish_max_in_flight: int = Field(200, gt=0)
+
+    # --- Admission: who is sent to the provider next, and what it may cost -------------
+    admission_batch_max: int = Field(50, ge=1, le=1000)  # submits one admission run sends
+    tenant_max_in_flight: int | None = Field(None, gt=0)  # per tenant; None: provider cap only
+    tenant_max_in_flight_overrides: str = ""  # "acme:200,b:10": caps of named tenants
+    batch_share_every: int = Field(4, ge=2)  # 1 admission in N goes to batch when both wait
+    queue_deadline_s: int = Field(2 * 24 * 3600, gt=0)  # a job not admitted by then fails
+    hitpaw_daily_coin_limit: float | None = Field(None, ge=0)  # per UTC day; None: no cap
+    picwish_daily_credit_limit: float | None = Field(None, ge=0)  # per UTC day; None: no cap
+    hitpaw_tenant_daily_coin_limits: str = ""  # "acme:5000,b:300": per tenant per UTC day
+    picwish_tenant_daily_credit_limits: str = ""  # "acme:400,b:20": per tenant per UTC day
+    hitpaw_expected_coins: float = Field(250, gt=0)  # reserved before a price is learnt
+    spend_cap_policy: Literal["wait", "fail"] = "wait"  # over a cap: next UTC day, or fail
+    out_of_credit_probe_s: float = Field(600.0, gt=0)  # paused provider: one probe submit
+
+    @field_validator("tenant_max_in_flight_overrides", "hitpaw_tenant_daily_coin_limits",
+                     "picwish_tenant_daily_credit_limits")
+    @classmethod
+    def _tenant_map(cls, value: str) -> str:
+        parse_tenant_map(value)
+        return value
+
+    def tenant_caps(self) -> dict[str, int]:
+        """``TENANT_MAX_IN_FLIGHT_OVERRIDES`` as tenant -> cap."""
+        return {k: int(v) for k, v in parse_tenant_map(self.tenant_max_in_flight_overrides).items()}
+
+    def daily_limit(self, provider: str) -> float | None:
+        """The provider's spend cap per UTC day, in its own unit (coins, credits)."""
+        return {"hitpaw": self.hitpaw_daily_coin_limit,
+                "picwish": self.picwish_daily_credit_limit}[provider]
+
+    def tenant_daily_limits(self, provider: str) -> dict[str, float]:
+        """Per-tenant spend caps per UTC day with ``provider``."""
+        raw = {"hitpaw": self.hitpaw_tenant_daily_coin_limits,
+               "picwish": self.picwish_tenant_daily_credit_limits}[provider]
+        return parse_tenant_map(raw)
 
     # --- Celery ------------------------------------------------------------------------
     visibility_timeout_s: int = Field(900, ge=10)  # > every countdown, << result lifetime
@@ -222,6 +259,22 @@ class Settings(BaseSettings):
                 "reconcile takes a submit still waiting for its answer for a lost one"
             )
         return self
+
+
+def parse_tenant_map(value: str) -> dict[str, float]:
+    """``"acme:200,b:10"`` as ``{"acme": 200.0, "b": 10.0}``; raises ValueError when malformed."""
+    result: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        tenant, sep, number = item.rpartition(":")
+        if not sep or not TENANT_RE.match(tenant):
+            raise ValueError(f"{item!r}: expected tenant:number, e.g. acme:200")
+        try:
+            result[tenant] = float(number)
+        except ValueError:
+            raise ValueError(f"{item!r}: {number!r} is not a number") from None
+        if result[tenant] < 0:
+            raise ValueError(f"{item!r}: must not be negative")
+    return result
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,11 @@
 """What every provider API request goes through before and after its view.
 
 Before (in this order): the slow-response fault, the 5xx fault, the API key, the
-per-key QPS cap, the 429 fault. After: the malformed-body fault, on successful answers
-only (so a corrupted submit answer still created and charged its job, as a truncated
-response from a real vendor would have).
+per-key QPS cap, the 429 fault. After: the create latency (``create_latency_s``: a
+submit's answer comes that much later, the job already created and charged, as a real
+vendor's create call takes a second or more), then the malformed-body fault, on
+successful answers only (so a corrupted submit answer still created and charged its
+job, as a truncated response from a real vendor would have).
 
 Each vendor blueprint supplies ``error(kind, retry_after_s)`` building its documented
 error for ``kind`` in ``("auth", "rate", "server")``.
@@ -35,6 +37,7 @@ def install(bp: Blueprint, provider: str, key_header: str, error: ErrorBuilder) 
         return _guard(sandbox_state(), provider, key_header, error)
 
     def after(response: Response) -> Response:
+        _create_latency(sandbox_state())
         return _maybe_malform(sandbox_state(), response)
 
     bp.before_request(before)
@@ -71,6 +74,12 @@ def _rate_gate(state: SandboxState, provider: str, key: str, error: ErrorBuilder
 def _with_retry_after(response: Response, value: str) -> Response:
     response.headers["Retry-After"] = value
     return response
+
+
+def _create_latency(state: SandboxState) -> None:
+    low, high = state.config.create_latency_s
+    if high > 0 and g.get("kind") == "submit":
+        time.sleep(state.uniform(low, high))
 
 
 def _maybe_malform(state: SandboxState, response: Response) -> Response:

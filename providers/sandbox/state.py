@@ -51,6 +51,11 @@ class SandboxState:
         with self._lock:
             return self._rng.choice(options)
 
+    def uniform(self, low: float, high: float) -> float:
+        """A number drawn uniformly from [low, high]."""
+        with self._lock:
+            return self._rng.uniform(low, high)
+
     def processing_time_s(self) -> float:
         """A processing time drawn from the configured range."""
         low, high = self._config.processing_time_s

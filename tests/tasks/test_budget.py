@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from storage.jobs import JobRecord, JobSource, JobState, JobStore, in_states
 from tasks.budget import (
     COOLDOWN_KEY,
     PACE_KEY,
@@ -26,7 +25,7 @@ def make_budget(redis_url, redis_client):
 
     def make(**overrides) -> ProviderBudget:
         settings = Settings(redis_url=redis_url, **overrides)
-        return ProviderBudget(settings, redis_client, JobStore(redis_client))
+        return ProviderBudget(settings, redis_client)
 
     return make
 
@@ -44,17 +43,6 @@ def run_for(budgets, provider: str, seconds: float, *, submit: bool) -> list[flo
 
 def gaps(times: list[float]) -> list[float]:
     return [b - a for a, b in zip(times, times[1:], strict=False)]
-
-
-def add_jobs(store: JobStore, provider: str, state: JobState, count: int) -> list[str]:
-    ids = []
-    for _ in range(count):
-        record, _ = store.create(JobRecord(provider=provider, model="m",
-                                           source=JobSource(uri="https://example.com/a.png")))
-        if state is not JobState.QUEUED:
-            store.update(record.id, in_states(JobState.QUEUED), lambda r: {"state": state})
-        ids.append(record.id)
-    return ids
 
 
 def test_interval_is_the_rate_with_a_margin(make_budget):
@@ -137,34 +125,23 @@ def test_submits_take_at_most_their_share_and_polls_the_rest(make_budget):
     assert min(gaps(sorted(submits + polls))) >= interval - CLOCK_SLACK_S
 
 
-def test_in_flight_cap_refuses_submits_not_polls(make_budget, redis_client):
-    budget = make_budget(picwish_max_in_flight=2, picwish_max_rps=1000)
-    store = JobStore(redis_client)
-    add_jobs(store, "picwish", JobState.SUBMITTED, 1)
-    processing = add_jobs(store, "picwish", JobState.PROCESSING, 1)
-    add_jobs(store, "hitpaw", JobState.PROCESSING, 5)  # another provider's jobs don't count
-
-    assert not budget.try_acquire("picwish", submit=True)
-    assert redis_client.pttl(PACE_KEY + "picwish") < 0, "a refused submit spends no slot"
-    assert budget.try_acquire("picwish", submit=False)
-    assert budget.try_acquire("hitpaw", submit=True)
-
-    store.update(processing[0], in_states(JobState.PROCESSING),
-                 lambda r: {"state": JobState.STORING})
-    time.sleep(0.01)  # the poll's pacing slot (2 ms) has passed
+def test_submit_wait_is_the_time_to_the_next_free_submit_slot(make_budget):
+    budget = make_budget(picwish_max_rps=2)
+    assert budget.submit_wait_s("picwish") == 0
     assert budget.try_acquire("picwish", submit=True)
 
-
-def test_refused_tasks_are_booked_one_turn_apart(make_budget):
-    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
-    assert budget.try_acquire("picwish", submit=True)
     submit_interval = budget.interval_s("picwish") / SUBMIT_SHARE
+    assert submit_interval - CLOCK_SLACK_S <= budget.submit_wait_s("picwish") <= submit_interval
+    budget.back_off("picwish", 10)
+    assert 9.9 <= budget.submit_wait_s("picwish") <= 10, "the cool-down counts too"
 
-    submits = [budget.wait_s("picwish", submit=True) for _ in range(20)]
-    polls = [budget.wait_s("picwish", submit=False) for _ in range(20)]
 
-    assert submits[0] <= submit_interval, "the first waits for the submit pacing mark"
-    assert gaps(submits) == pytest.approx([submit_interval] * 19, abs=CLOCK_SLACK_S)
+def test_refused_polls_are_booked_one_turn_apart(make_budget):
+    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
+    assert budget.try_acquire("picwish", submit=False)
+
+    polls = [budget.wait_s("picwish") for _ in range(20)]
+
     assert polls[0] <= budget.interval_s("picwish")
     assert gaps(polls) == pytest.approx([budget.interval_s("picwish")] * 19, abs=CLOCK_SLACK_S)
 
@@ -179,17 +156,9 @@ def test_turns_start_after_the_cool_down(make_budget):
 
 def test_nothing_is_booked_past_the_countdown_ceiling(make_budget, redis_client):
     budget = make_budget(picwish_max_rps=0.2, max_countdown_s=20, visibility_timeout_s=80)
-    waits = [budget.wait_s("picwish", submit=True) for _ in range(5)]  # 11 s apart
-    assert waits[:2] == pytest.approx([0.001, 11.0], abs=CLOCK_SLACK_S)
-    assert waits[2:] == [20.0, 20.0, 20.0]
-
-
-def test_a_submit_refused_for_the_in_flight_cap_waits_for_jobs_to_finish(make_budget,
-                                                                         redis_client):
-    budget = make_budget(picwish_max_in_flight=1, picwish_poll_interval_s=1.5)
-    add_jobs(JobStore(redis_client), "picwish", JobState.SUBMITTED, 1)
-    assert not budget.try_acquire("picwish", submit=True)
-    assert budget.wait_s("picwish", submit=True) == 3.0
+    waits = [budget.wait_s("picwish") for _ in range(5)]  # 5.5 s apart
+    assert waits[:4] == pytest.approx([0.001, 5.5, 11.0, 16.5], abs=CLOCK_SLACK_S)
+    assert waits[4:] == [20.0]
 
 
 def test_a_task_refused_at_its_turn_keeps_its_place_at_the_front(make_budget, redis_client):

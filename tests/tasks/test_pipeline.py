@@ -143,19 +143,33 @@ def test_bad_api_key_fails_with_auth_failed(system, sandbox):
     assert "not-the-key" not in system.logs("worker")
 
 
-def test_no_credits_left_fails_with_insufficient_credits(system, sandbox):
+def test_no_credits_left_pauses_admission_and_the_job_waits_until_resumed(system, sandbox):
+    from tasks import admission, spend
+
     sandbox.configure(picwish_credits=0)
     system.start_worker()
     job_id = system.enqueue(image_bytes(40, 40), "picwish", "hd")
+    system.wait([job_id], timeout_s=30,
+                until=lambda rs: spend.paused(system.runtime, "picwish") is not None)
+    rt = system.runtime
 
+    record = system.job(job_id)
+    assert (record.state.value, record.error, record.submit_started_at) == ("queued", None, None)
+    assert admission.waiting(rt, "picwish")["interactive"] == 1, "back in the queue"
+    assert "OUT OF CREDIT" in system.logs("worker")
+    assert rt.stats.read()["out_of_credit:picwish"] == 1
+    assert sandbox.count(kind="submit", status=200) == 0
+
+    sandbox.configure(picwish_credits=100)
+    assert admission.resume(rt, "picwish")
     [record] = system.wait([job_id])
-
-    assert (record.state.value, record.error.code) == ("failed", "insufficient_credits")
+    assert record.state.value == "succeeded", record.error
+    assert spend.paused(rt, "picwish") is None
 
 
 def test_result_that_expires_before_it_is_stored_fails_result_expired(system, sandbox):
     sandbox.configure(result_ttl_s=0.5)
-    system.start_worker(queues="enhance.submit,enhance.poll")  # nobody serves the store queue
+    system.start_worker(queues="enhance.admit,enhance.submit,enhance.poll")  # no store queue
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
     system.wait([job_id], until=lambda rs: rs[0].state.value == "storing")
 

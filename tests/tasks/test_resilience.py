@@ -50,9 +50,9 @@ def test_a_worker_killed_mid_flight_loses_no_job_and_pays_once(system, sandbox):
     assert "re-driven" in system.logs("worker")
 
 
-def test_a_lost_submit_message_is_re_driven_by_reconcile(system, sandbox):
+def test_a_lost_admission_message_is_re_driven_by_reconcile(system, sandbox):
     job_id = system.enqueue(image_bytes(40, 40), "picwish", "hd")
-    system.runtime.redis.delete("enhance.submit")  # the broker lost the message
+    system.runtime.redis.delete("enhance.admit")  # the broker lost the message
 
     system.start_worker()
     system.start_beat()
@@ -62,15 +62,39 @@ def test_a_lost_submit_message_is_re_driven_by_reconcile(system, sandbox):
     assert sandbox.count(provider="picwish", kind="submit") == 1
 
 
+def test_a_lost_submit_message_gives_the_job_back_to_admission(system, sandbox):
+    from tasks import admission
+
+    env = {"VISIBILITY_TIMEOUT_S": "20"}  # the broker would have redelivered by then
+    job_id = system.enqueue(image_bytes(40, 40), "picwish", "hd")
+    system.start_worker(queues="enhance.admit", **env)  # admits, nobody submits
+    system.wait([job_id], timeout_s=30,
+                until=lambda rs: admission.admitted_count(system.runtime, "picwish") == 1)
+    system.purge()  # the broker lost the submit message
+
+    system.start_worker(**env)
+    system.start_beat(**env)
+    [record] = system.wait([job_id], timeout_s=90)
+
+    assert record.state.value == "succeeded"
+    assert sandbox.count(provider="picwish", kind="submit") == 1
+    assert "admitted but its submit was lost" in system.logs("beat") + system.logs("worker")
+
+
 def test_a_submit_interrupted_after_the_paid_call_fails_as_outcome_unknown(system, sandbox):
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
-    # A worker claimed the job, called the provider and died before recording the answer.
+    # A worker claimed the job (as submit_job claims: with the claim's lease as the next
+    # check), called the provider and died before recording the answer.
+    lease_s = system.settings.stale_after_s
     system.runtime.jobs.update(job_id, lambda r: True,
-                               lambda r: {"submit_started_at": datetime.now(UTC)})
+                               lambda r: {"submit_started_at": datetime.now(UTC),
+                                          "next_check_at": datetime.now(UTC)
+                                          + timedelta(seconds=lease_s)})
 
-    system.start_worker()  # the redelivered submit finds the claim
+    system.start_worker()  # admission's submit finds the claim and leaves it alone...
+    system.start_beat()  # ...until reconcile sees its lease lapse
     [record] = system.wait([job_id], timeout_s=30)
 
     assert (record.state.value, record.error.code) == ("failed", "outcome_unknown")

@@ -13,7 +13,7 @@ import pytest
 
 from providers.errors import DeadlineExceeded, OutcomeUnknown, ProviderJobFailed, ResultExpired
 from storage.jobs import JobState, utcnow
-from tasks import pipeline
+from tasks import admission, pipeline
 from tests.system import image_bytes
 
 
@@ -21,7 +21,10 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
 
-    def submit(self, job_id, countdown_s=0, waited=False):
+    def admit(self, provider, token, countdown_s=0):
+        self.sent.append(("admit", provider))
+
+    def submit(self, job_id, countdown_s=0):
         self.sent.append(("submit", job_id))
 
     def poll(self, job_id, token, countdown_s, waited=False):
@@ -105,19 +108,39 @@ def test_reconcile_re_drives_each_kind_of_overdue_job(system, rt, dispatch, sand
 
     new_token = rt.jobs.get(polling.id).poll_token
     assert new_token != polling.poll_token, "the lost chain's token must go stale"
-    assert sorted(dispatch.sent) == sorted([("submit", queued), ("poll", polling.id, new_token, 0),
-                                            ("store", storing.id)])
+    assert sorted(dispatch.sent) == sorted([("poll", polling.id, new_token, 0),
+                                            ("store", storing.id)]), \
+        "a queued job never gets a submit from reconcile"
+    assert admission.waiting(rt, "hitpaw")["interactive"] >= 1, "it went back to admission"
+    assert rt.jobs.get(queued).next_check_at == rt.jobs.get(queued).deadline_at
     assert pipeline.reconcile(rt, dispatch) == 0, "no longer overdue"
 
 
+def test_reconcile_leaves_a_job_whose_submit_claim_is_live_alone(system, rt, dispatch, sandbox):
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+    force(rt, job_id, submit_started_at=utcnow() - timedelta(seconds=1),
+          next_check_at=utcnow() - timedelta(seconds=1))
+
+    assert pipeline.reconcile(rt, dispatch) == 0
+    pipeline.submit_job(rt, dispatch, job_id)  # a second submit delivery: not a second chain
+
+    record = rt.jobs.get(job_id)
+    assert record.state is JobState.QUEUED and record.error is None
+    assert dispatch.sent == [] and sandbox.count(kind="submit") == 0
+    assert record.next_check_at == record.submit_started_at + timedelta(
+        seconds=rt.settings.stale_after_s), "looked at again when the claim's lease lapses"
+
+
 @pytest.mark.parametrize(("setup", "code"), [
-    ({"submit_started_at": "now"}, OutcomeUnknown.code),
+    ({"submit_started_at": "lapsed"}, OutcomeUnknown.code),
+    ({"deadline_at": "past"}, DeadlineExceeded.code),
     ({"state": JobState.SUBMITTED, "deadline_at": "past"}, DeadlineExceeded.code),
     ({"state": JobState.STORING, "result_expires_at": "past"}, ResultExpired.code),
 ])
 def test_reconcile_fails_a_job_that_can_no_longer_succeed(system, rt, dispatch, setup, code):
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
-    values = {"now": utcnow(), "past": utcnow() - timedelta(seconds=1)}
+    values = {"past": utcnow() - timedelta(seconds=1),
+              "lapsed": utcnow() - timedelta(seconds=rt.settings.stale_after_s + 1)}
     force(rt, job_id, next_check_at=utcnow() - timedelta(seconds=1),
           **{k: values.get(v, v) if isinstance(v, str) else v for k, v in setup.items()})
 

@@ -8,6 +8,7 @@ from celery.app.defaults import DEFAULTS
 import tasks.definitions  # noqa: F401  (registers the tasks)
 from workers.app import TASK_ROUTES, celery_config, create_app
 from workers.constants import (
+    ADMIT_QUEUE,
     ALL_QUEUES,
     MAINTENANCE_QUEUE,
     POLL_QUEUE,
@@ -17,6 +18,7 @@ from workers.constants import (
 from workers.settings import Settings
 
 EXPECTED_QUEUES = {
+    "enhance.admit": ADMIT_QUEUE,
     "enhance.submit": SUBMIT_QUEUE,
     "enhance.poll": POLL_QUEUE,
     "enhance.store": STORE_QUEUE,

@@ -1,0 +1,422 @@
+"""Admission: queued jobs wait in Redis, and one chain per provider lets them through.
+
+``enqueue`` records a job and pushes it into its provider's admission queue; no Celery
+task exists for it until admission sends its submit. The admission step (``admit``, run
+by the ``enhance.admit`` task) is the one place that decides who goes next:
+
+- it takes a job only while the provider is under its in-flight cap (admitted jobs hold
+  a *slot* until they leave ``queued``/``submitted``/``processing``) and the tenant under
+  its own cap (``TENANT_MAX_IN_FLIGHT``, ``TENANT_MAX_IN_FLIGHT_OVERRIDES``);
+- lanes: ``interactive`` first, ``batch`` gets one admission in ``BATCH_SHARE_EVERY``
+  whenever both wait; within a lane tenants take turns (round-robin), each in FIFO order;
+- it takes the shared request budget's submit slot itself and sends ``enhance.submit``
+  only then, so a submit task runs once per job and never waits on the budget;
+- then it schedules itself with a countdown to the next free slot, or, at a cap, waits
+  for a wake-up (a job leaving the in-flight states wakes it), never sleeping, never
+  spinning.
+
+One chain per provider is live at a time: a hash ``chain`` holds its token, when its next
+run is due and a lease (the key's TTL) that runs past that. ``wake`` (enqueue, a freed
+slot, reconcile) starts a chain when none is live, brings a sleeping one forward by
+replacing its token (the scheduled run then finds itself stale), or marks a running one
+``woken`` so it does not go to sleep on a stale view.
+
+Keys, under ``eq:adm:<provider>:``: ``q:<lane>:<tenant>`` (zset of waiting job ids by
+arrival), ``lanes:<lane>`` (zset of tenants with waiting jobs, by turn), ``slots`` (zset of
+admitted job ids by admission time), ``slots:<tenant>`` (set), ``blocked`` (zset of tenants
+over a spend cap, until when), ``pause`` (hash, out of credit), ``capped`` (provider over
+its spend cap until the next UTC day), ``chain``, ``log`` (the last admissions, in order).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from storage.jobs import KEY_PREFIX, JobRecord, JobState, Priority
+from workers.runtime import Runtime
+
+log = logging.getLogger("enhance.admission")
+
+LANES = (Priority.INTERACTIVE.value, Priority.BATCH.value)
+LOG_LENGTH = 2000  # admissions remembered in ``log`` (operators, tests)
+SLOT_STATES = (JobState.QUEUED, JobState.SUBMITTED, JobState.PROCESSING)
+FAR_MS = 10**15  # "never" for a wake that must not replace a live chain
+#: A submit slot free within this many ms is booked at once and its submit sent with that
+#: countdown: above ~20 req/s one run admits a batch instead of one job per pacing interval.
+#: Below, the pacing interval is longer than this and nothing is booked ahead.
+BOOK_AHEAD_MS = 100
+
+# KEYS[1]: the provider's prefix; KEYS[2..4]: the budget's cool-down, pace and submit pace.
+# ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant cap ..." overrides,
+# batch share (every N-th admission), pace interval (ms), submit interval (ms), how far
+# ahead a slot may be booked (ms). The budget's submit slot is taken in the same step as
+# the job, both or neither; a slot free within the horizon is booked (the pacing marks
+# move to its end) and the submit is sent with that countdown.
+_ADMIT_ONE = """
+local p, now = KEYS[1], tonumber(ARGV[1])
+if redis.call('ZCARD', p .. 'slots') >= tonumber(ARGV[2]) then return {'cap'} end
+local function budget_wait()
+  local wait = 0
+  for i = 2, 4 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
+  return wait
+end
+local caps, default_cap = {}, tonumber(ARGV[3])
+for t, c in string.gmatch(ARGV[4], '(%S+) (%S+)') do caps[t] = tonumber(c) end
+local turn = tonumber(redis.call('GET', p .. 'lanectr') or '0') + 1
+local lanes = {'interactive', 'batch'}
+if turn % tonumber(ARGV[5]) == 0 then lanes = {'batch', 'interactive'} end
+local capped = false
+for _, lane in ipairs(lanes) do
+  local lk = p .. 'lanes:' .. lane
+  for _, tenant in ipairs(redis.call('ZRANGE', lk, 0, -1)) do
+    local q = p .. 'q:' .. lane .. ':' .. tenant
+    local head = redis.call('ZRANGE', q, 0, 0)
+    local cap = caps[tenant] or default_cap
+    if #head == 0 then
+      redis.call('ZREM', lk, tenant)
+    elseif tonumber(redis.call('ZSCORE', p .. 'blocked', tenant) or '0') > now
+        or (cap > 0 and redis.call('SCARD', p .. 'slots:' .. tenant) >= cap) then
+      capped = true
+    elseif budget_wait() > tonumber(ARGV[8]) then
+      return {'budget'}
+    else
+      local job, wait = head[1], budget_wait()
+      redis.call('SET', KEYS[3], '1', 'PX', wait + tonumber(ARGV[6]))
+      redis.call('SET', KEYS[4], '1', 'PX', wait + tonumber(ARGV[7]))
+      redis.call('ZREM', q, job)
+      if redis.call('ZCARD', q) == 0 then redis.call('ZREM', lk, tenant)
+      else redis.call('ZADD', lk, redis.call('INCR', p .. 'rr'), tenant) end
+      redis.call('ZADD', p .. 'slots', now, job)
+      redis.call('SADD', p .. 'slots:' .. tenant, job)
+      redis.call('SET', p .. 'lanectr', turn)
+      redis.call('RPUSH', p .. 'log', job .. ' ' .. tenant .. ' ' .. lane)
+      redis.call('LTRIM', p .. 'log', -LOG_LENGTH, -1)
+      return {'ok', job, tenant, lane, wait}
+    end
+  end
+end
+if capped then return {'tenant_cap'} end
+return {'empty'}
+""".replace("LOG_LENGTH", str(LOG_LENGTH))
+
+# KEYS[1]: prefix. ARGV: job id, tenant, lane, "front" or "back".
+# "front" puts a job taken back (and its tenant) first in line and frees its slot.
+_PUSH = """
+local p, job, tenant, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local q, lk = p .. 'q:' .. lane .. ':' .. tenant, p .. 'lanes:' .. lane
+if ARGV[4] == 'front' then
+  local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', q, 'NX', (#first > 0) and (tonumber(first[2]) - 1) or 0, job)
+  local ft = redis.call('ZRANGE', lk, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', lk, (#ft > 0) and (tonumber(ft[2]) - 1) or 0, tenant)
+  redis.call('ZREM', p .. 'slots', job)
+  redis.call('SREM', p .. 'slots:' .. tenant, job)
+else
+  redis.call('ZADD', q, 'NX', redis.call('INCR', p .. 'seq'), job)
+  redis.call('ZADD', lk, 'NX', tonumber(redis.call('GET', p .. 'rr') or '0'), tenant)
+end
+return 1
+"""
+
+# KEYS[1]: chain. ARGV: new token, now (ms), lease (ms), "soon" (ms).
+# Returns the token to send a run with, or false when the live chain will do.
+_WAKE = """
+local due = redis.call('HGET', KEYS[1], 'due')
+if due and tonumber(due) <= tonumber(ARGV[2]) + tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'woken', 1)
+  return false
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'due', ARGV[2], 'woken', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return ARGV[1]
+"""
+
+# KEYS[1]: chain. ARGV: token, now (ms), lease (ms). 1 when the token holds the chain, or
+# the chain lapsed and this (late) run takes it over: no other run is live.
+_BEGIN = """
+local token = redis.call('HGET', KEYS[1], 'token')
+if token and token ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'token', ARGV[1])
+redis.call('HSET', KEYS[1], 'due', ARGV[2], 'woken', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1]: chain. ARGV: token, now (ms), delay (ms, -1: end the chain), lease (ms),
+# delay when woken meanwhile (ms). Returns the delay to schedule, -1 to end, -2 if stale.
+_RESCHEDULE = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -2 end
+local delay = tonumber(ARGV[3])
+if redis.call('HGET', KEYS[1], 'woken') == '1' then
+  if delay < 0 or delay > tonumber(ARGV[5]) then delay = tonumber(ARGV[5]) end
+end
+if delay < 0 then redis.call('DEL', KEYS[1]) return -1 end
+redis.call('HSET', KEYS[1], 'due', tonumber(ARGV[2]) + delay, 'woken', 0)
+redis.call('PEXPIRE', KEYS[1], delay + tonumber(ARGV[4]))
+return delay
+"""
+
+
+def script(rt: Runtime, source: str):
+    """The Lua ``source`` registered once per Redis client (its SHA is computed once)."""
+    scripts = rt.redis.__dict__.setdefault("_eq_scripts", {})
+    if source not in scripts:
+        scripts[source] = rt.redis.register_script(source)
+    return scripts[source]
+
+
+def prefix(provider: str) -> str:
+    return f"{KEY_PREFIX}adm:{provider}:"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _default_dispatch():
+    from tasks.definitions import DISPATCH  # the Celery app is only needed to send
+
+    return DISPATCH
+
+
+# --- the queue -----------------------------------------------------------------------
+
+
+def push(rt: Runtime, record: JobRecord, *, front: bool = False) -> None:
+    """Put a queued job in its provider's admission queue (at the front: taken back)."""
+    script(rt, _PUSH)(
+        keys=[prefix(record.provider)],
+        args=[record.id, record.tenant, record.priority.value, "front" if front else "back"])
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """One admission decision: ``kind`` is ok, cap, tenant_cap, budget or empty."""
+
+    kind: str
+    job_id: str | None = None
+    tenant: str | None = None
+    lane: str | None = None
+    delay_ms: int = 0  # the booked submit slot is this far ahead
+
+
+def admit_one(rt: Runtime, provider: str, now_ms: int | None = None) -> Admitted:
+    """Take the next job of ``provider`` in turn, its in-flight slot and the budget's
+    submit slot, atomically; ``kind`` budget: the request budget has no slot free now."""
+    s = rt.settings
+    overrides = " ".join(f"{t} {c}" for t, c in s.tenant_caps().items())
+    interval_ms, submit_ms = rt.budget.submit_intervals_ms(provider)
+    answer = script(rt, _ADMIT_ONE)(
+        keys=[prefix(provider), *rt.budget.submit_keys(provider)],
+        args=[now_ms or _now_ms(), getattr(s, f"{provider}_max_in_flight"),
+              s.tenant_max_in_flight or 0, overrides, s.batch_share_every,
+              interval_ms, submit_ms, BOOK_AHEAD_MS])
+    return Admitted(*(part.decode() if isinstance(part, bytes) else part for part in answer))
+
+
+def release(rt: Runtime, record: JobRecord) -> bool:
+    """Free the slot of a job that left the in-flight states; True if it held one."""
+    p = prefix(record.provider)
+    with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(p + "slots", record.id)
+        pipe.srem(p + "slots:" + record.tenant, record.id)
+        removed = pipe.execute()[0]
+    return bool(removed)
+
+
+def forget(rt: Runtime, record: JobRecord) -> None:
+    """Take a job out of the waiting queues (it failed while waiting)."""
+    rt.redis.zrem(f"{prefix(record.provider)}q:{record.priority.value}:{record.tenant}",
+                  record.id)
+
+
+def on_transition(rt: Runtime, record: JobRecord) -> None:
+    """Called at every transition: a job leaving flight frees its slot and wakes admission."""
+    if record.state in SLOT_STATES:
+        return
+    if record.state is JobState.FAILED:
+        forget(rt, record)
+    if release(rt, record) and has_backlog(rt, record.provider):
+        wake(rt, record.provider)
+
+
+def waiting(rt: Runtime, provider: str) -> dict[str, int]:
+    """Jobs waiting for admission, per lane."""
+    p = prefix(provider)
+    counts = {}
+    for lane in LANES:
+        tenants = [t.decode() for t in rt.redis.zrange(p + "lanes:" + lane, 0, -1)]
+        with rt.redis.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.zcard(f"{p}q:{lane}:{tenant}")
+            counts[lane] = sum(pipe.execute()) if tenants else 0
+    return counts
+
+
+def has_backlog(rt: Runtime, provider: str) -> bool:
+    """True while jobs of ``provider`` wait for admission."""
+    p = prefix(provider)
+    with rt.redis.pipeline(transaction=False) as pipe:
+        for lane in LANES:
+            pipe.zcard(p + "lanes:" + lane)
+        return any(pipe.execute())
+
+
+def backlog_and_pause(rt: Runtime, provider: str) -> tuple[bool, bool]:
+    """(jobs wait for admission, the provider is paused for lack of credit): one round trip."""
+    p = prefix(provider)
+    with rt.redis.pipeline(transaction=False) as pipe:
+        for lane in LANES:
+            pipe.zcard(p + "lanes:" + lane)
+        pipe.exists(p + "pause")
+        *lanes, paused = pipe.execute()
+    return any(lanes), bool(paused)
+
+
+def admitted_count(rt: Runtime, provider: str) -> int:
+    """Jobs holding a slot: admitted and not yet out of the provider's hands."""
+    return rt.redis.zcard(prefix(provider) + "slots")
+
+
+def admission_log(rt: Runtime, provider: str) -> list[tuple[str, str, str]]:
+    """The last admissions, oldest first, as (job id, tenant, lane)."""
+    raw = rt.redis.lrange(prefix(provider) + "log", 0, -1)
+    return [tuple(item.decode().split(" ")) for item in raw]
+
+
+# --- the chain -----------------------------------------------------------------------
+
+
+def _lease_ms(rt: Runtime) -> int:
+    return int(rt.settings.stale_after_s * 1000)
+
+
+def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False) -> bool:
+    """Make sure admission of ``provider`` runs soon; True when a run was sent.
+
+    ``revive_only`` (reconcile) starts a chain only when none is live: its lease lapsed.
+    """
+    soon_ms = FAR_MS if revive_only else int(rt.budget.interval_s(provider) * 1000)
+    token = script(rt, _WAKE)(
+        keys=[prefix(provider) + "chain"],
+        args=[uuid.uuid4().hex[:16], _now_ms(), _lease_ms(rt), soon_ms])
+    if not token:
+        return False
+    (dispatch or _default_dispatch()).admit(provider, token.decode(), 0)
+    return True
+
+
+def _begin(rt: Runtime, provider: str, token: str) -> bool:
+    return bool(script(rt, _BEGIN)(
+        keys=[prefix(provider) + "chain"], args=[token, _now_ms(), _lease_ms(rt)]))
+
+
+def _reschedule(rt: Runtime, dispatch, provider: str, token: str,
+                delay_s: float | None) -> None:
+    delay_ms = -1 if delay_s is None else int(min(delay_s, rt.settings.max_countdown_s) * 1000)
+    woken_ms = int(rt.budget.submit_wait_s(provider) * 1000)
+    result = int(script(rt, _RESCHEDULE)(
+        keys=[prefix(provider) + "chain"],
+        args=[token, _now_ms(), delay_ms, _lease_ms(rt), woken_ms]))
+    if result >= 0:
+        dispatch.admit(provider, token, result / 1000)
+
+
+def admit(rt: Runtime, dispatch, provider: str, token: str) -> int:
+    """One admission run for ``provider``; returns how many submits it sent.
+
+    A run whose token no longer holds the chain does nothing: a newer run replaced it.
+    """
+    if not _begin(rt, provider, token):
+        log.debug("admission %s: stale run %s ignored", provider, token)
+        return 0
+    sent, delay_s = 0, rt.settings.max_countdown_s  # if the run fails: try again later
+    try:
+        sent, delay_s = _admit_batch(rt, dispatch, provider)
+    finally:
+        _reschedule(rt, dispatch, provider, token, delay_s)
+    return sent
+
+
+def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | None]:
+    """Send the submits the provider can take now; return them and when to run again.
+
+    The delay is None when nothing waits (the chain ends until the next wake-up).
+    """
+    from tasks import spend  # pause and spend-cap markers
+
+    limit, held_s = spend.admission_limit(rt, provider)
+    if held_s is not None:
+        return 0, held_s
+    sent = 0
+    while sent < limit:
+        decision = admit_one(rt, provider)
+        if decision.kind == "empty":
+            return sent, None
+        if decision.kind == "budget":  # the next submit slot is a pacing interval away
+            return sent, max(rt.budget.submit_wait_s(provider), 0.001)
+        if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
+            return sent, rt.settings.max_countdown_s
+        dispatch.submit(decision.job_id, decision.delay_ms / 1000)
+        sent += 1
+    return sent, 0
+
+
+def resume(rt: Runtime, provider: str, dispatch=None) -> bool:
+    """Lift an out-of-credit pause (``enhance resume``) and wake admission; True if paused."""
+    from tasks import spend
+
+    lifted = spend.unpause(rt, provider)
+    wake(rt, provider, dispatch)
+    return lifted
+
+
+def requeue(rt: Runtime, record: JobRecord, dispatch=None) -> None:
+    """Give an admitted job back to the front of the queue (it was not sent) and wake."""
+    push(rt, record, front=True)
+    wake(rt, record.provider, dispatch)
+
+
+# --- reconcile -------------------------------------------------------------------------
+
+
+def sweep(rt: Runtime, providers: Iterable[str], dispatch=None) -> int:
+    """Re-drive admission whose chain lapsed, and requeue admitted jobs whose submit was lost.
+
+    A slot older than ``VISIBILITY_TIMEOUT_S + STALE_AFTER_S`` whose job is still queued
+    and unclaimed lost its submit message (by then the broker would have redelivered any
+    message a dead worker held; one merely waiting in a long submit queue is not lost); a
+    slot of a job no longer in flight leaked.
+    """
+    requeued = 0
+    for provider in providers:
+        requeued += _sweep_slots(rt, provider, dispatch)
+        if has_backlog(rt, provider):
+            wake(rt, provider, dispatch, revive_only=True)
+    return requeued
+
+
+def _sweep_slots(rt: Runtime, provider: str, dispatch) -> int:
+    s = rt.settings
+    key = prefix(provider) + "slots"
+    old_ms = _now_ms() - int((s.visibility_timeout_s + s.stale_after_s) * 1000)
+    ids = [i.decode() for i in rt.redis.zrangebyscore(key, "-inf", old_ms, 0, 500)]
+    records = {r.id: r for r in rt.jobs.get_many(ids)}
+    requeued = 0
+    for job_id in ids:
+        record = records.get(job_id)
+        if record is None or record.state not in SLOT_STATES:
+            rt.redis.zrem(key, job_id)
+            if record is not None:
+                release(rt, record)
+        elif record.state is JobState.QUEUED and record.submit_started_at is None:
+            log.warning("job %s: admitted but its submit was lost, queued again", job_id)
+            requeue(rt, record, dispatch)
+            requeued += 1
+        else:  # in flight (or claimed): look again one period later
+            rt.redis.zadd(key, {job_id: _now_ms()}, xx=True)
+    return requeued

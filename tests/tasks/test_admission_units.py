@@ -1,0 +1,294 @@
+"""Admission decisions one at a time, against a real Redis, with a recording dispatcher.
+
+No worker runs here: each test calls ``admit_one``, ``admit`` or ``wake`` itself and reads
+the decisions (and the schedule admission gives itself) from what was recorded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+
+from storage.jobs import JobRecord, JobSource, Priority
+from tasks import admission, spend
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+
+class RecordingDispatcher:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def admit(self, provider, token, countdown_s=0):
+        self.sent.append(("admit", provider, token, countdown_s))
+
+    def submit(self, job_id, countdown_s=0):
+        self.sent.append(("submit", job_id))
+
+    def poll(self, job_id, token, countdown_s, waited=False):
+        self.sent.append(("poll", job_id))
+
+    def store(self, job_id, countdown_s=0):
+        self.sent.append(("store", job_id))
+
+
+@pytest.fixture
+def make_rt(redis_url):
+    made = []
+
+    def make(**overrides) -> Runtime:
+        rt = Runtime(Settings(redis_url=redis_url, **overrides))
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+def job(rt, tenant="default", priority=Priority.INTERACTIVE, provider="picwish", store=False):
+    record = JobRecord(provider=provider, model="hd", tenant=tenant, priority=priority,
+                       source=JobSource(uri="https://example.com/a.png"))
+    if store:
+        rt.jobs.create(record)
+    admission.push(rt, record)
+    return record
+
+
+def take(rt, provider="picwish", now_ms=None) -> admission.Admitted:
+    """One admission decision with the request budget's marks cleared (not tested here)."""
+    rt.redis.delete(*rt.budget.submit_keys(provider))
+    return admission.admit_one(rt, provider, now_ms)
+
+
+def admit_all(rt, provider="picwish", now_ms=1000) -> list[tuple[str, str]]:
+    """Admit until admission says no; return (tenant, lane) of each admission in order."""
+    order = []
+    while (decision := take(rt, provider, now_ms)).kind == "ok":
+        order.append((decision.tenant, decision.lane))
+    return order
+
+
+def test_tenants_take_turns_and_each_keeps_its_own_order(make_rt):
+    rt = make_rt()
+    a = [job(rt, "acme") for _ in range(5)]
+    b = [job(rt, "beta") for _ in range(2)]
+
+    ids = []
+    while (decision := take(rt)).kind == "ok":
+        ids.append(decision.job_id)
+
+    assert ids == [a[0].id, b[0].id, a[1].id, b[1].id, a[2].id, a[3].id, a[4].id]
+    assert [entry[0] for entry in admission.admission_log(rt, "picwish")] == ids
+
+
+def test_a_tenant_arriving_late_waits_one_turn_not_the_whole_backlog(make_rt):
+    rt = make_rt()
+    for _ in range(1000):
+        job(rt, "acme")
+    assert [take(rt).tenant for _ in range(3)] == ["acme"] * 3
+    late = job(rt, "beta")
+    first = take(rt)
+    second = take(rt)
+    assert "beta" in (first.tenant, second.tenant)
+    assert late.id in (first.job_id, second.job_id)
+
+
+def test_batch_keeps_one_admission_in_n(make_rt):
+    rt = make_rt(batch_share_every=3)
+    for _ in range(6):
+        job(rt, priority=Priority.BATCH)
+    for _ in range(6):
+        job(rt, priority=Priority.INTERACTIVE)
+
+    lanes = [lane[0] for _, lane in admit_all(rt)]
+
+    assert "".join(lanes) == "iibiibiibbbb"
+
+
+def test_tenant_caps_and_the_provider_cap_hold(make_rt):
+    rt = make_rt(picwish_max_in_flight=6, tenant_max_in_flight=1,
+                 tenant_max_in_flight_overrides="big:3")
+    jobs = {tenant: [job(rt, tenant) for _ in range(4)] for tenant in ("small", "big", "other")}
+
+    order = [t for t, _ in admit_all(rt)]
+
+    assert order == ["big", "other", "small", "big", "big"], "in turn, each under its cap"
+    assert take(rt).kind == "tenant_cap"
+    job(rt, "fresh")
+    assert take(rt).tenant == "fresh"
+    assert take(rt).kind == "cap", "6 slots: the provider's cap"
+    assert admission.release(rt, jobs["small"][0])
+    assert take(rt).tenant == "small"
+
+
+def test_every_tenant_at_its_cap_is_reported_as_such(make_rt):
+    rt = make_rt(tenant_max_in_flight=1)
+    job(rt, "acme")
+    job(rt, "acme")
+    assert take(rt).kind == "ok"
+    assert take(rt).kind == "tenant_cap"
+
+
+def test_a_job_taken_back_goes_first_again(make_rt):
+    rt = make_rt()
+    first, second = job(rt, "acme"), job(rt, "acme")
+    job(rt, "beta")
+    decision = take(rt)
+    assert decision.job_id == first.id
+    admission.push(rt, first, front=True)
+
+    assert admission.admitted_count(rt, "picwish") == 0, "its slot is free again"
+    assert take(rt).job_id == first.id
+    assert take(rt).tenant == "beta"
+    assert take(rt).job_id == second.id
+
+
+def test_a_tenant_over_its_spend_cap_is_skipped_until_the_next_day(make_rt):
+    rt = make_rt(picwish_tenant_daily_credit_limits="acme:4")
+    a = job(rt, "acme", store=True)
+    job(rt, "acme")
+    job(rt, "beta")
+    assert spend.reserve(rt, rt.jobs.get(a.id)).refused is None
+    refused = spend.reserve(rt, rt.jobs.get(a.id))
+    assert refused.refused == "tenant"
+    spend.hold_for_cap(rt, refused)
+
+    assert [t for t, _ in admit_all(rt, now_ms=int(time.time() * 1000))] == ["beta"]
+
+
+def test_the_budget_slot_is_taken_with_the_job_or_not_at_all(make_rt):
+    rt = make_rt(picwish_max_rps=2)
+    first, second = job(rt), job(rt)
+
+    assert admission.admit_one(rt, "picwish").job_id == first.id
+    assert admission.admit_one(rt, "picwish").kind == "budget"
+    assert admission.waiting(rt, "picwish")["interactive"] == 1, "the second still waits"
+    rt.redis.delete(*rt.budget.submit_keys("picwish"))
+    assert admission.admit_one(rt, "picwish").job_id == second.id
+
+
+def test_one_wake_starts_one_chain(make_rt):
+    rt = make_rt()
+    dispatch = RecordingDispatcher()
+    assert admission.wake(rt, "picwish", dispatch, revive_only=True)
+    assert not admission.wake(rt, "picwish", dispatch, revive_only=True)
+    assert not admission.wake(rt, "picwish", dispatch)  # it is due now anyway
+    assert [s[0] for s in dispatch.sent] == ["admit"]
+
+
+def test_a_run_sends_what_the_budget_takes_then_books_its_next_turn(make_rt):
+    rt = make_rt(picwish_max_rps=2)
+    ids = [job(rt, store=True).id for _ in range(5)]
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+
+    assert admission.admit(rt, dispatch, "picwish", token) == 1
+
+    submit_interval = rt.budget.interval_s("picwish") * 2
+    assert dispatch.sent[1] == ("submit", ids[0])
+    kind, _, again, countdown = dispatch.sent[2]
+    assert (kind, again) == ("admit", token)
+    assert submit_interval - 0.05 <= countdown <= submit_interval, "the next free submit slot"
+    assert len(dispatch.sent) == 3
+
+
+def test_a_stale_run_does_nothing(make_rt):
+    rt = make_rt()
+    job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+
+    assert admission.admit(rt, dispatch, "picwish", "not-the-token") == 0
+    assert [s[0] for s in dispatch.sent] == ["admit"]
+
+
+def test_an_empty_queue_ends_the_chain_and_a_wake_starts_a_new_one(make_rt):
+    rt = make_rt()
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+
+    assert admission.admit(rt, dispatch, "picwish", token) == 0
+    assert len(dispatch.sent) == 1, "nothing waits: no run is scheduled"
+    job(rt, store=True)
+    assert admission.wake(rt, "picwish", dispatch, revive_only=True)
+
+
+def test_a_wake_during_a_run_is_not_lost(make_rt):
+    rt = make_rt(picwish_max_in_flight=1)
+    job(rt, store=True)
+    job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+    woken = []
+
+    def submit_and_wake(job_id, countdown_s=0):  # a job leaves flight while the run goes on
+        dispatch.sent.append(("submit", job_id))
+        woken.append(admission.wake(rt, "picwish", dispatch))
+
+    dispatch.submit = submit_and_wake
+    admission.admit(rt, dispatch, "picwish", token)  # at the cap after one
+
+    assert woken == [False], "the running chain was marked, no second run sent"
+    kind, _, again, countdown = dispatch.sent[-1]
+    assert (kind, again) == ("admit", token)
+    assert countdown <= rt.budget.interval_s("picwish") * 2, "runs again soon, not at the ceiling"
+
+
+def test_paused_provider_admits_nothing_until_its_probe(make_rt):
+    rt = make_rt(out_of_credit_probe_s=3600)
+    job(rt, store=True)
+    spend.pause(rt, "picwish", "insufficient credits")
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+
+    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 0
+    assert dispatch.sent[-1][3] == rt.settings.max_countdown_s, "looks again at the ceiling"
+    rt.redis.hset(admission.prefix("picwish") + "pause", "probe_at", 0)
+    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1, "one probe"
+
+
+def _reserve_many(redis_url: str, job_json: str, attempts: int, results) -> None:
+    rt = Runtime(Settings(redis_url=redis_url, picwish_daily_credit_limit=100))
+    record = JobRecord.model_validate_json(job_json)
+    granted = sum(spend.reserve(rt, record).refused is None for _ in range(attempts))
+    results.put(granted)
+    rt.close()
+
+
+def test_four_processes_racing_never_reserve_past_the_cap(redis_url):
+    record = JobRecord(provider="picwish", model="hd", source=JobSource(uri="x"))
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    procs = [context.Process(target=_reserve_many,
+                             args=(redis_url, record.model_dump_json(), 40, results))
+             for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    granted = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join()
+
+    assert sum(granted) == 25, "100 credits at 4 credits a job"
+    client = redis.Redis.from_url(redis_url)
+    assert float(client.hget(f"eq:spend:picwish:{spend.utc_day()}", "total")) == 100
+    client.close()
+
+
+def test_settle_trues_up_to_the_reported_cost_and_learns_the_price(make_rt):
+    rt = make_rt(hitpaw_expected_coins=250)
+    record = JobRecord(provider="hitpaw", model="general_2x", source=JobSource(uri="x"))
+    res = spend.reserve(rt, record)
+    assert res.amount == 250
+    spend.settle(rt, res, record.model, 75)
+
+    assert spend.spent_today(rt, "hitpaw") == {"total": 75.0, "t:default": 75.0}
+    assert spend.expected_cost(rt, "hitpaw", "general_2x") == 75
+    spend.refund(rt, spend.reserve(rt, record))
+    assert spend.spent_today(rt, "hitpaw")["total"] == 75.0
