@@ -352,25 +352,33 @@ def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | Non
     limit, held_s = spend.admission_limit(rt, provider)
     if held_s is not None:
         return 0, held_s
-    sent = 0
-    while sent < limit:
-        decision = admit_one(rt, provider)
-        if decision.kind == "empty":
-            return sent, None
-        if decision.kind == "budget":  # the next submit slot is a pacing interval away
-            return sent, max(rt.budget.submit_wait_s(provider), 0.001)
-        if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
-            return sent, rt.settings.max_countdown_s
-        dispatch.submit(decision.job_id, decision.delay_ms / 1000)
-        sent += 1
-    return sent, 0
+    admitted: list[tuple[str, float]] = []
+    try:
+        while len(admitted) < limit:
+            decision = admit_one(rt, provider)
+            if decision.kind == "empty":
+                return len(admitted), None
+            if decision.kind == "budget":  # the next submit slot is a pacing interval away
+                return len(admitted), max(rt.budget.submit_wait_s(provider), 0.001)
+            if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
+                return len(admitted), rt.settings.max_countdown_s
+            admitted.append((decision.job_id, decision.delay_ms / 1000))
+        return len(admitted), 0
+    finally:
+        if admitted:
+            dispatch.submit_many(admitted)
 
 
 def resume(rt: Runtime, provider: str, dispatch=None) -> bool:
-    """Lift an out-of-credit pause (``enhance resume``) and wake admission; True if paused."""
+    """Lift an out-of-credit pause and today's spend-cap holds (``enhance resume``, after a
+    top-up or a raised cap) and wake admission; True if anything was held.
+
+    A cap still reached holds again at the next reservation.
+    """
     from tasks import spend
 
     lifted = spend.unpause(rt, provider)
+    lifted = spend.lift_cap_holds(rt, provider) or lifted
     wake(rt, provider, dispatch)
     return lifted
 

@@ -121,6 +121,12 @@ class CeleryDispatcher:
     def submit(self, job_id: str, countdown_s: float = 0) -> None:
         submit.apply_async((job_id,), countdown=countdown_s or None)
 
+    def submit_many(self, jobs: list[tuple[str, float]]) -> None:
+        """One producer for the batch an admission run sends (about half the cost each)."""
+        with app.producer_or_acquire() as producer:
+            for job_id, countdown_s in jobs:
+                submit.apply_async((job_id,), countdown=countdown_s or None, producer=producer)
+
     def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None:
         poll.apply_async((job_id, token, waited), countdown=countdown_s or None)
 

@@ -27,6 +27,7 @@ from providers.errors import (
     InsufficientCredits,
     InvalidInput,
     OutcomeUnknown,
+    PermanentError,
     ProtocolError,
     ProviderJobFailed,
     ProviderTimeout,
@@ -62,6 +63,9 @@ class Dispatcher(Protocol):
     def admit(self, provider: str, token: str, countdown_s: float = 0) -> None: ...
 
     def submit(self, job_id: str, countdown_s: float = 0) -> None: ...
+
+    def submit_many(self, jobs: list[tuple[str, float]]) -> None:
+        """Send several submits, each ``(job_id, countdown_s)``, at once."""
 
     def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None: ...
 
@@ -160,6 +164,10 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
     except TransientError:
         spend.refund(rt, reservation)
         _release_claim(rt, record)
+        raise
+    except PermanentError as exc:  # refused outright: not charged, unless the answer was garbled
+        if not isinstance(exc, ProtocolError):
+            spend.refund(rt, reservation)
         raise
 
 

@@ -170,6 +170,11 @@ def unpause(rt: Runtime, provider: str) -> bool:
     return False
 
 
+def lift_cap_holds(rt: Runtime, provider: str) -> bool:
+    """Forget that a spend cap was reached today (the operator raised it); True if one was."""
+    return bool(rt.redis.delete(_adm(provider) + "capped", _adm(provider) + "blocked"))
+
+
 def paused(rt: Runtime, provider: str) -> dict[str, str] | None:
     """The pause of ``provider`` (since, reason, probe_at), or None."""
     raw = rt.redis.hgetall(_adm(provider) + "pause")

@@ -309,14 +309,14 @@ def stats(as_json: bool) -> None:
 @main.command()
 @click.argument("provider", type=click.Choice(["hitpaw", "picwish"]))
 def resume(provider: str) -> None:
-    """Lift PROVIDER's out-of-credit pause (after a top-up); admission starts again."""
+    """Lift PROVIDER's out-of-credit pause and spend-cap holds; admission starts again."""
     from tasks.admission import resume as resume_admission
     from workers.runtime import get_runtime
 
     if resume_admission(get_runtime(), provider):
         click.echo(f"{provider}: admission resumed")
     else:
-        click.echo(f"{provider}: was not paused")
+        click.echo(f"{provider}: was not held")
 
 
 @main.command()

@@ -479,6 +479,12 @@ def expected_figures(run: Run) -> dict:
             "rate_limited": run.sandbox_count(provider=provider, status=429),
             "cost": pytest.approx(sum(r.cost or 0 for r in run.of(provider))),
             "in_flight": 0,
+            "waiting_interactive": 0,
+            "waiting_batch": 0,
+            "admitted": 0,
+            "paused_out_of_credit": 0,
+            "spent_today": pytest.approx(sum(r.cost or 0 for r in run.of(provider))),
+            "daily_limit": -1,
         }
     succeeded = [r for r in run.records if r.state is JobState.SUCCEEDED]
     lags = [(r.transitions["succeeded"] - r.transitions["storing"]).total_seconds()

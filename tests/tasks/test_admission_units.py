@@ -28,6 +28,10 @@ class RecordingDispatcher:
     def submit(self, job_id, countdown_s=0):
         self.sent.append(("submit", job_id))
 
+    def submit_many(self, jobs):
+        for job_id, countdown_s in jobs:
+            self.submit(job_id, countdown_s)
+
     def poll(self, job_id, token, countdown_s, waited=False):
         self.sent.append(("poll", job_id))
 
@@ -292,3 +296,17 @@ def test_settle_trues_up_to_the_reported_cost_and_learns_the_price(make_rt):
     assert spend.expected_cost(rt, "hitpaw", "general_2x") == 75
     spend.refund(rt, spend.reserve(rt, record))
     assert spend.spent_today(rt, "hitpaw")["total"] == 75.0
+
+
+def test_a_reached_provider_cap_holds_admission_until_resumed(make_rt):
+    rt = make_rt(picwish_daily_credit_limit=4)
+    record = JobRecord(provider="picwish", model="hd", source=JobSource(uri="x"))
+    assert spend.reserve(rt, record).refused is None
+    refused = spend.reserve(rt, record)
+    assert refused.refused == "provider"
+    spend.hold_for_cap(rt, refused)
+
+    limit, held_s = spend.admission_limit(rt, "picwish")
+    assert limit == 0 and 0 < held_s <= spend.seconds_to_next_day() + 0.01
+    assert admission.resume(rt, "picwish", RecordingDispatcher())
+    assert spend.admission_limit(rt, "picwish") == (rt.settings.admission_batch_max, None)

@@ -27,6 +27,10 @@ class RecordingDispatcher:
     def submit(self, job_id, countdown_s=0):
         self.sent.append(("submit", job_id))
 
+    def submit_many(self, jobs):
+        for job_id, countdown_s in jobs:
+            self.submit(job_id, countdown_s)
+
     def poll(self, job_id, token, countdown_s, waited=False):
         self.sent.append(("poll", job_id, token, countdown_s))
 
