@@ -57,7 +57,7 @@ class JobSource(BaseModel):
     filename: str | None = None
     content_type: str | None = None
     image: ImageInfo | None = None  # known when the producer had the bytes at hand
-    sha256: str | None = None  # of the bytes, when the producer had them (staged inputs)
+    sha256: str | None = None  # of the bytes, when the producer had them: idempotency, reuse
 
 
 class JobOutput(BaseModel):
@@ -96,6 +96,7 @@ class JobRecord(BaseModel):
     source: JobSource
     idempotency_key: str | None = None
     request_digest: str | None = None  # what the idempotency key promised (set by create)
+    tenant: str = "default"  # whose job it is: reuse never crosses tenants unless told
     state: JobState = JobState.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -120,6 +121,10 @@ class JobRecord(BaseModel):
     poll_protocol_errors: int = 0  # garbled poll answers in a row
     output: JobOutput | None = None
     error: JobError | None = None
+    fingerprint: str | None = None  # input + provider + model + output options; None: no reuse
+    follows: str | None = None  # the in-flight job whose result this one waits for
+    leaders_failed: int = 0  # how many jobs this one followed that then failed
+    reused_from: str | None = None  # the job whose result was copied instead of paying
 
     @property
     def output_uri(self) -> str | None:

@@ -61,6 +61,9 @@ class Dispatcher(Protocol):
 
     def store(self, job_id: str, countdown_s: float = 0) -> None: ...
 
+    def reuse(self, job_id: str, leader_id: str | None = None, action: str | None = None,
+              countdown_s: float = 0) -> None: ...
+
 
 def new_token() -> str:
     return uuid.uuid4().hex[:16]
@@ -334,6 +337,9 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
                            lambda r: fields)
     if moved is None:  # it moved on meanwhile: not overdue after all
         return 0
+    if moved.follows is not None:  # waits on an identical job: never paid for here
+        dispatch.reuse(moved.id)
+        return 1
     log.warning("job %s: %s step overdue, re-driven", record.id, record.state.value)
     if moved.state is JobState.QUEUED:
         dispatch.submit(moved.id)

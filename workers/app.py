@@ -18,7 +18,8 @@ from workers.settings import Settings, get_settings
 TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in one queue
     name: {"queue": queue, "exchange": queue, "routing_key": queue}
     for name, queue in (("enhance.submit", SUBMIT_QUEUE), ("enhance.poll", POLL_QUEUE),
-                        ("enhance.store", STORE_QUEUE), ("enhance.reconcile", MAINTENANCE_QUEUE))
+                        ("enhance.store", STORE_QUEUE), ("enhance.reuse", STORE_QUEUE),
+                        ("enhance.reconcile", MAINTENANCE_QUEUE))
 }
 
 
