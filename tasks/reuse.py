@@ -45,14 +45,8 @@ from typing import Any, Literal, Protocol
 
 from providers import get_provider_class
 from providers.base import ImageInfo
-from providers.errors import (
-    EnhanceError,
-    InvalidInput,
-    StorageFailed,
-    StorageUnavailable,
-    TransientError,
-    error_for_code,
-)
+from providers.errors import EnhanceError, InvalidInput, TransientError, error_for_code
+from storage.errors import StorageFailed, StorageUnavailable
 from storage.jobs import (
     FINAL_RECORD_TTL_S,
     KEY_PREFIX,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.errors import StorageFailed
+from storage.errors import StorageFailed
 from storage.objects import ObjectStore, make_s3_client
 from tests.storage.test_objects import real_png
 
