@@ -481,11 +481,13 @@ class ObjectStore:
             raise StorageFailed(f"copy {src.uri}: {src.size_bytes} bytes is over the 5 GiB "
                                 "a single copy request takes")
         extra = self._extra_args(src.content_type or "application/octet-stream", metadata)
+        if src.etag:  # the object looked at, not one written over it since
+            extra["CopySourceIfMatch"] = f'"{src.etag}"'
         copy_source = {"Bucket": src.bucket, "Key": src.key}
         with storage_errors(f"copy {src.uri} to {self.uri(key)}"):
             response = self.client.copy_object(
                 Bucket=self.bucket, Key=key, CopySource=copy_source, MetadataDirective="REPLACE",
-                CopySourceIfMatch=f'"{src.etag}"' if src.etag else "*", **extra)
+                **extra)
         etag = response.get("CopyObjectResult", {}).get("ETag")
         return self._stored(key, src.size_bytes, src.content_type, etag,
                             metadata=decode_metadata(extra["Metadata"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from providers.errors import InvalidInput
 from storage.errors import StorageFailed
 from storage.objects import ObjectStore, make_s3_client
 from tests.storage.test_objects import real_png
@@ -37,15 +38,21 @@ def test_copy_is_its_own_object_with_new_metadata_and_the_same_bytes(store):
     assert body(store, "enhanced/b.png") == data, "deleting the source leaves the copy whole"
 
 
-def test_copy_takes_an_s3_uri_of_another_bucket(store, s3_client):
+def test_copy_takes_an_s3_uri_of_a_readable_bucket_only(s3_endpoint, s3_bucket, s3_client):
     s3_client.create_bucket(Bucket="other-bucket-copy")
     s3_client.put_object(Bucket="other-bucket-copy", Key="x.png", Body=real_png(8, 8),
                          ContentType="image/png")
+    client = make_s3_client(s3_endpoint, max_attempts=2)
+    closed = ObjectStore(client, s3_bucket, "enhanced/")
+    opened = ObjectStore(client, s3_bucket, "enhanced/", source_buckets=("other-bucket-copy",))
 
-    copied = store.copy("s3://other-bucket-copy/x.png", "enhanced/x.png")
+    with pytest.raises(InvalidInput):
+        closed.copy("s3://other-bucket-copy/x.png", "enhanced/x.png")
+    assert not closed.exists("enhanced/x.png")
+    copied = opened.copy("s3://other-bucket-copy/x.png", "enhanced/x.png")
 
-    assert copied.uri == f"s3://{store.bucket}/enhanced/x.png"
-    assert body(store, "enhanced/x.png") == real_png(8, 8)
+    assert copied.uri == f"s3://{s3_bucket}/enhanced/x.png"
+    assert body(opened, "enhanced/x.png") == real_png(8, 8)
 
 
 def test_copy_of_a_missing_object_is_a_404_and_writes_nothing(store):
