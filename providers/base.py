@@ -97,6 +97,22 @@ class Provider(ABC):
     #: The model used when a request names none.
     DEFAULT_MODEL: ClassVar[str]
 
+    #: Options that change only how the result is delivered, never the image itself.
+    DELIVERY_OPTIONS: ClassVar[frozenset[str]] = frozenset()
+    #: What an option left out means, so ``{"exif": False}`` and ``{}`` fingerprint alike.
+    OPTION_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def output_options(cls, options: dict[str, Any],
+                       image_info: ImageInfo | None = None) -> dict[str, Any]:
+        """The options that decide the output image, defaults filled in (for fingerprints).
+
+        Every option not declared a delivery option counts: an option we know nothing of
+        could change the result, so it keeps two jobs apart rather than merging them.
+        """
+        merged = {**cls.OPTION_DEFAULTS, **options}
+        return {k: v for k, v in sorted(merged.items()) if k not in cls.DELIVERY_OPTIONS}
+
     @classmethod
     def models(cls) -> dict[str, ModelInfo]:
         """Every model this provider offers, by the name the pipeline uses."""

@@ -67,6 +67,19 @@ class HitPawClient(Provider):
     name: ClassVar[str] = "hitpaw"
     MODELS: ClassVar[dict[str, ModelInfo]] = MODELS
     DEFAULT_MODEL: ClassVar[str] = "general_2x"
+    OPTION_DEFAULTS: ClassVar[dict[str, Any]] = {"exif": False, "dpi": None}
+
+    @classmethod
+    def output_options(cls, options: dict[str, Any],
+                       image_info: ImageInfo | None = None) -> dict[str, Any]:
+        """As the base class, with ``extension`` spelt one way (".JPG" is ".jpg") and,
+        when left out, the one the image's own format gives."""
+        options = dict(options)
+        if options.get("extension"):
+            options["extension"] = normalize_extension(str(options["extension"]))
+        elif image_info is not None:
+            options["extension"] = extension_for_format(image_info.format)
+        return super().output_options(options, image_info)
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ class PicWishClient(Provider):
     name: ClassVar[str] = "picwish"
     MODELS: ClassVar[dict[str, ModelInfo]] = MODELS
     DEFAULT_MODEL: ClassVar[str] = "ultra_hd"
+    #: URL or base64, synchronous or not: the same image either way.
+    DELIVERY_OPTIONS: ClassVar[frozenset[str]] = frozenset({"sync", "return_type"})
     max_url_chars: ClassVar[int | None] = MAX_URL_CHARS
     accepts_upload: ClassVar[bool] = True
     max_upload_bytes: ClassVar[int | None] = MAX_UPLOAD_BYTES

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 MIN_PART_SIZE_BYTES = 5 * MIB  # S3's smallest part (except the last)
+MAX_COPY_BYTES = 5 * 1024 * MIB  # the largest object one CopyObject request copies
 HEADER_PROBE_BYTES = (64 * 1024, 16 * MIB)  # the second only when big metadata (ICC, XMP) comes first
 _READ_ALL_CHUNK_BYTES = MIB  # read(-1) pulls the source in pieces of this size
 _TRANSIENT_CODES = frozenset({
@@ -460,6 +461,36 @@ class ObjectStore:
                 return False
             raise
         return True
+
+    def copy(self, source: str, key: str, *,
+             metadata: Mapping[str, object] | None = None) -> StoredObject:
+        """Copy an object (an ``s3://`` URI or a key of this bucket) to ``key``, server-side.
+
+        No byte passes through this process. The copy keeps the source's content type and
+        gets ``metadata`` instead of the source's; it is its own object, so deleting either
+        never touches the other. S3 copies up to 5 GiB in one request, atomically: a failed
+        copy leaves nothing at ``key``.
+
+        Raises:
+            StorageFailed: the source is gone (``http_status`` 404), changed between the
+                look and the copy (412), or is over 5 GiB.
+            StorageUnavailable: S3 throttled or could not be reached.
+        """
+        src = self.head(source)
+        if src.size_bytes > MAX_COPY_BYTES:
+            raise StorageFailed(f"copy {src.uri}: {src.size_bytes} bytes is over the 5 GiB "
+                                "a single copy request takes")
+        extra = self._extra_args(src.content_type or "application/octet-stream", metadata)
+        if src.etag:  # the object looked at, not one written over it since
+            extra["CopySourceIfMatch"] = f'"{src.etag}"'
+        copy_source = {"Bucket": src.bucket, "Key": src.key}
+        with storage_errors(f"copy {src.uri} to {self.uri(key)}"):
+            response = self.client.copy_object(
+                Bucket=self.bucket, Key=key, CopySource=copy_source, MetadataDirective="REPLACE",
+                **extra)
+        etag = response.get("CopyObjectResult", {}).get("ETag")
+        return self._stored(key, src.size_bytes, src.content_type, etag,
+                            metadata=decode_metadata(extra["Metadata"]))
 
     def delete(self, uri_or_key: str) -> None:
         """Delete the object (no error if there is none)."""

@@ -17,7 +17,7 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 
 from providers.errors import PermanentError, RateLimited, TransientError
-from tasks import admission, jobsteps, pipeline
+from tasks import admission, events, jobsteps, pipeline, reuse
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
@@ -106,6 +106,13 @@ def store(self: Task, job_id: str) -> None:
     run_step(self, lambda rt, _dispatch, jid: store_result(rt, jid), job_id)
 
 
+@app.task(name="enhance.reuse", base=JobTask, bind=True, max_retries=20)
+def reuse_result(self: Task, job_id: str, leader_id: str | None = None,
+                 action: str | None = None) -> None:
+    """Settle a job that waited on an identical one: copy its result, or carry on alone."""
+    run_step(self, reuse.settle_follower, job_id, leader_id, action)
+
+
 @app.task(name="enhance.reconcile", ignore_result=True)
 def reconcile() -> int:
     """Re-drive every job whose next step is overdue (run by beat)."""
@@ -133,5 +140,15 @@ class CeleryDispatcher:
     def store(self, job_id: str, countdown_s: float = 0) -> None:
         store.apply_async((job_id,), countdown=countdown_s or None)
 
+    def reuse(self, job_id: str, leader_id: str | None = None, action: str | None = None,
+              countdown_s: float = 0) -> None:
+        reuse_result.apply_async((job_id, leader_id, action), countdown=countdown_s or None)
+
 
 DISPATCH = CeleryDispatcher()
+
+
+@events.on_final
+def settle_followers(rt, record) -> None:
+    """A job that paid has ended: its followers get its result or carry on alone."""
+    reuse.job_ended(rt, DISPATCH, record)

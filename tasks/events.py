@@ -18,6 +18,20 @@ from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.jobs")
 T = TypeVar("T")
+FinalHook = Callable[[Runtime, JobRecord], None]
+_final_hooks: list[FinalHook] = []
+
+
+def on_final(hook: FinalHook) -> FinalHook:
+    """Call ``hook(rt, record)`` after every transition into a final state.
+
+    This is the one place that learns a job has ended, whichever step ended it. A hook
+    that raises is logged and skipped: the job's end is already recorded, and what the
+    hook missed is caught up later (reconcile).
+    """
+    if hook not in _final_hooks:
+        _final_hooks.append(hook)
+    return hook
 
 
 def transition(rt: Runtime, record: JobRecord) -> None:
@@ -25,7 +39,7 @@ def transition(rt: Runtime, record: JobRecord) -> None:
     fields = {
         "job_id": record.id, "provider": record.provider, "model": record.model,
         "state": record.state.value, "duration_s": round(record.duration_s(), 3),
-        "cost": record.cost, "polls": record.poll_count,
+        "cost": record.cost, "polls": record.poll_count, "reused_from": record.reused_from,
     }
     if record.error:
         fields["error_code"] = record.error.code
@@ -39,6 +53,17 @@ def transition(rt: Runtime, record: JobRecord) -> None:
         text += f": {record.error.message}"
     log.log(level, "%s", text, extra={"job": fields})
     admission.on_transition(rt, record)  # a job leaving flight frees its admission slot
+    if record.state.final:
+        _job_ended(rt, record)
+
+
+def _job_ended(rt: Runtime, record: JobRecord) -> None:
+    for hook in _final_hooks:
+        try:
+            hook(rt, record)
+        except Exception:  # noqa: BLE001 - the end is recorded; the hook is caught up later
+            log.exception("job %s: %s failed after the job ended", record.id,
+                          getattr(hook, "__name__", hook))
 
 
 def counted(rt: Runtime, provider: str, kind: str, call: Callable[..., T], *args) -> T:

@@ -71,6 +71,9 @@ class Dispatcher(Protocol):
 
     def store(self, job_id: str, countdown_s: float = 0) -> None: ...
 
+    def reuse(self, job_id: str, leader_id: str | None = None, action: str | None = None,
+              countdown_s: float = 0) -> None: ...
+
 
 def new_token() -> str:
     return uuid.uuid4().hex[:16]

@@ -113,8 +113,14 @@ class System:
         return self._spawn("beat", ["beat", "--schedule", str(schedule)], env)
 
     def enqueue(self, source, provider: str, model: str | None = None, **kwargs) -> str:
+        """``tasks.producer.enqueue``, with reuse off unless the test asks for it.
+
+        Tests enqueue one synthetic image many times as jobs meant to be paid for each;
+        the tests of reuse itself (tests/tasks/test_reuse.py) pass ``reuse`` explicitly.
+        """
         from tasks.producer import enqueue
 
+        kwargs.setdefault("reuse", False)
         return enqueue(source, provider, model, runtime=self.runtime, **kwargs)
 
     def job(self, job_id: str) -> JobRecord:

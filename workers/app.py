@@ -26,6 +26,7 @@ TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in
     name: {"queue": queue, "exchange": queue, "routing_key": queue}
     for name, queue in (("enhance.admit", ADMIT_QUEUE), ("enhance.submit", SUBMIT_QUEUE),
                         ("enhance.poll", POLL_QUEUE), ("enhance.store", STORE_QUEUE),
+                        ("enhance.reuse", STORE_QUEUE),
                         ("enhance.reconcile", MAINTENANCE_QUEUE))
 }
 

@@ -59,6 +59,8 @@ def job_json(record) -> dict:
         "polls": record.poll_count, "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
         "error": record.error.model_dump(exclude_none=True) if record.error else None,
+        "tenant": record.tenant, "fingerprint": record.fingerprint,
+        "reused_from": record.reused_from, "follows": record.follows,
     }
     if record.output:
         data["output"] = record.output.model_dump()
@@ -73,6 +75,10 @@ def _print_job(record, as_json: bool) -> None:
     if record.output:
         click.echo(f"  output: {record.output.uri} ({record.output.width}x{record.output.height}, "
                    f"{record.output.size_bytes} bytes)")
+    if record.reused_from:
+        click.echo(f"  reused from: job {record.reused_from} (cost 0, no provider call)")
+    elif record.follows:
+        click.echo(f"  waiting on: job {record.follows} (same image, already in flight)")
     if record.error:
         click.echo(f"  error: {record.error.code}: {record.error.message}")
 
@@ -96,20 +102,25 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--model", default=None, help="Model name (the provider's default if omitted).")
 @click.option("--option", "options", multiple=True, help="Provider option KEY=VALUE (repeatable).")
 @click.option("--idempotency-key", default=None, help="The same key twice pays once.")
-@click.option("--tenant", default="default", show_default=True, help="Whose job (fair turns).")
+@click.option("--tenant", default="default", show_default=True,
+              help="Whose job it is (admission serves tenants in turn).")
+@click.option("--reuse", "reuse_mode", type=click.Choice(["yes", "no", "url"]), default="yes",
+              show_default=True, help="Reuse an identical job's result (url: trust URLs too).")
 @click.option("--priority", type=click.Choice(["interactive", "batch"]), default="interactive",
               show_default=True, help="Admission lane.")
 @click.option("--wait", is_flag=True, help="Show progress until the job ends.")
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="--wait limit, s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def submit(source, provider, model, options, idempotency_key, tenant, priority, wait, timeout_s,
-           as_json) -> None:
+def submit(source, provider, model, options, idempotency_key, tenant, reuse_mode, priority, wait,
+           timeout_s, as_json) -> None:
     """Enqueue SOURCE (URL, s3:// URI or local file) for enhancement."""
     from tasks.producer import enqueue, get_job
 
+    reuse = {"yes": True, "no": False, "url": "url"}[reuse_mode]
     try:
         job_id = enqueue(source, provider, model, _parse_options(options),
-                         idempotency_key=idempotency_key, tenant=tenant, priority=priority)
+                         idempotency_key=idempotency_key, tenant=tenant, reuse=reuse,
+                         priority=priority)
     except EnhanceError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
     if not wait:

@@ -8,7 +8,8 @@ ADMIT_QUEUE = "enhance.admit"
 SUBMIT_QUEUE = "enhance.submit"
 #: Countdown-scheduled polls of jobs the provider is working on.
 POLL_QUEUE = "enhance.poll"
-#: Copies of finished results into S3; never waits behind submissions or the provider budget.
+#: Copies of finished results into S3 (and server-side copies of reused results); never
+#: waits behind submissions or the provider budget.
 STORE_QUEUE = "enhance.store"
 #: The periodic reconcile task and other housekeeping.
 MAINTENANCE_QUEUE = "enhance.maintenance"

@@ -18,7 +18,7 @@ PROVIDERS = ("hitpaw", "picwish")
 
 
 def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
-    """Jobs by state, provider requests, 429s, cost, results stored and expired, store lag."""
+    """Jobs by state, provider requests, 429s, cost, reuse, results stored and expired, store lag."""
     counts = rt.jobs.counts()
     raw = rt.stats.read()
     figures: dict[str, dict[str, float]] = {"jobs": {s.value: counts[s.value] for s in JobState}}
@@ -29,6 +29,8 @@ def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
             "rate_limited": raw.get(f"rate_limited:{name}", 0),
             "cost": raw.get(f"cost:{name}", 0),
             "in_flight": rt.jobs.in_flight(name),
+            "reused": raw.get(f"reused:{name}", 0),
+            "cost_saved": raw.get(f"saved:{name}", 0),
             **_admission_figures(rt, name),
         }
     lag_count = raw.get("store_lag_count", 0)
@@ -82,7 +84,15 @@ class JobCollector:
                                       "Jobs the provider is working on now", labels=["provider"])
         for name in PROVIDERS:
             in_flight.add_metric([name], figures[name]["in_flight"])
-        yield from (requests, limited, cost, in_flight)
+        reused = CounterMetricFamily("enhance_jobs_reused",
+                                     "Jobs settled from an identical job's result, unpaid",
+                                     labels=["provider"])
+        saved = CounterMetricFamily("enhance_provider_cost_saved",
+                                    "Coins/credits not spent thanks to reuse", labels=["provider"])
+        for name in PROVIDERS:
+            reused.add_metric([name], figures[name]["reused"])
+            saved.add_metric([name], figures[name]["cost_saved"])
+        yield from (requests, limited, cost, in_flight, reused, saved)
         yield from _admission_metrics(figures)
         failures = CounterMetricFamily("enhance_job_failures", "Jobs failed, by error code",
                                        labels=["code"])

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
                "picwish": self.picwish_tenant_daily_credit_limits}[provider]
         return parse_tenant_map(raw)
 
+    # --- Reuse: never paying twice for the same image ----------------------------------
+    reuse_scope: Literal["tenant", "global", "off"] = "tenant"  # who may reuse whose result
+    reuse_follower_retries: int = Field(1, ge=0)  # failed leaders a flight outlives
+    reuse_follower_check_s: float = Field(300.0, gt=0)  # followers look at their leader
+
     # --- Celery ------------------------------------------------------------------------
     visibility_timeout_s: int = Field(900, ge=10)  # > every countdown, << result lifetime
     max_countdown_s: float = Field(60.0, gt=0)  # ceiling on any scheduled poll or retry

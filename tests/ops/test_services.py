@@ -444,8 +444,8 @@ def run(stack):
     try:
         from tasks.producer import enqueue
 
-        ids = [enqueue(image_bytes(64, 48), "hitpaw", "general_2x", runtime=runtime)
-               for _ in range(2)]
+        ids = [enqueue(image_bytes(64, 48), "hitpaw", "general_2x", runtime=runtime,
+                       reuse=False) for _ in range(2)]
         ids.append(enqueue(image_bytes(64, 48), "hitpaw", "no_such_model", runtime=runtime))
         ids += [enqueue(f"{sandbox}/_sandbox/samples/product.png", "picwish", "ultra_hd",
                         runtime=runtime) for _ in range(4)]
@@ -479,6 +479,8 @@ def expected_figures(run: Run) -> dict:
             "rate_limited": run.sandbox_count(provider=provider, status=429),
             "cost": pytest.approx(sum(r.cost or 0 for r in run.of(provider))),
             "in_flight": 0,
+            "reused": sum(r.reused_from is not None for r in run.of(provider)),
+            "cost_saved": 0,
             "waiting_interactive": 0,
             "waiting_batch": 0,
             "admitted": 0,

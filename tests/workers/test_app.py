@@ -22,6 +22,7 @@ EXPECTED_QUEUES = {
     "enhance.submit": SUBMIT_QUEUE,
     "enhance.poll": POLL_QUEUE,
     "enhance.store": STORE_QUEUE,
+    "enhance.reuse": STORE_QUEUE,
     "enhance.reconcile": MAINTENANCE_QUEUE,
 }
 
