@@ -46,7 +46,9 @@ def test_a_due_entry_without_a_record_is_dropped_and_the_others_still_move(
     with caplog.at_level(logging.ERROR, logger="enhance.pipeline"):
         assert pipeline.reconcile(rt, dispatch) == 1
 
-    assert dispatch.sent == [("submit", good)]
+    assert dispatch.sent == [], "reconcile sends no submit"
+    assert rt.jobs.get(good).next_check_at == rt.jobs.get(good).deadline_at, \
+        "the good job moved: given back to admission"
     assert "ghost" not in due_ids(rt)
     assert "ghost" in caplog.text
 
@@ -62,7 +64,9 @@ def test_a_record_that_no_longer_validates_is_dropped_and_logged(system, rt, dis
     with caplog.at_level(logging.ERROR, logger="enhance.pipeline"):
         assert pipeline.reconcile(rt, dispatch) == 1
 
-    assert dispatch.sent == [("submit", good)]
+    assert dispatch.sent == [], "reconcile sends no submit"
+    assert rt.jobs.get(good).next_check_at == rt.jobs.get(good).deadline_at, \
+        "the good job moved: given back to admission"
     assert broken not in due_ids(rt) and good in due_ids(rt)
     assert broken in caplog.text
 
@@ -71,7 +75,8 @@ def test_fail_job_raising_inside_reconcile_drops_the_entry_and_carries_on(
         system, rt, dispatch, monkeypatch):
     doomed = system.enqueue(image_bytes(40, 40), "hitpaw", None)
     good = system.enqueue(image_bytes(40, 40), "hitpaw", None)
-    force(rt, doomed, submit_started_at=utcnow(), next_check_at=utcnow() - timedelta(seconds=2))
+    lapsed = utcnow() - timedelta(seconds=rt.settings.stale_after_s + 1)  # the claim's lease
+    force(rt, doomed, submit_started_at=lapsed, next_check_at=utcnow() - timedelta(seconds=2))
     force(rt, good, next_check_at=utcnow() - timedelta(seconds=1))
 
     def fail_job_breaks(*args):
@@ -80,7 +85,9 @@ def test_fail_job_raising_inside_reconcile_drops_the_entry_and_carries_on(
     monkeypatch.setattr(pipeline, "fail_job", fail_job_breaks)
     assert pipeline.reconcile(rt, dispatch) == 1
 
-    assert dispatch.sent == [("submit", good)]
+    assert dispatch.sent == [], "reconcile sends no submit"
+    assert rt.jobs.get(good).next_check_at == rt.jobs.get(good).deadline_at, \
+        "the good job moved: given back to admission"
     assert doomed not in due_ids(rt)
 
 
