@@ -462,21 +462,27 @@ class ObjectStore:
             raise
         return True
 
-    def copy(self, source: str, key: str, *,
-             metadata: Mapping[str, object] | None = None) -> StoredObject:
+    def copy(self, source: str, key: str, *, metadata: Mapping[str, object] | None = None,
+             size_bytes: int | None = None, content_type: str | None = None) -> StoredObject:
         """Copy an object (an ``s3://`` URI or a key of this bucket) to ``key``, server-side.
 
         No byte passes through this process. The copy keeps the source's content type and
         gets ``metadata`` instead of the source's; it is its own object, so deleting either
         never touches the other. S3 copies up to 5 GiB in one request, atomically: a failed
-        copy leaves nothing at ``key``.
+        copy leaves nothing at ``key``. With ``size_bytes`` and ``content_type`` known (a
+        job's recorded output), the copy is one request; otherwise the source is looked at
+        first and copied only if unchanged since.
 
         Raises:
             StorageFailed: the source is gone (``http_status`` 404), changed between the
                 look and the copy (412), or is over 5 GiB.
             StorageUnavailable: S3 throttled or could not be reached.
         """
-        src = self.head(source)
+        if size_bytes is None or content_type is None:
+            src = self.head(source)
+        else:
+            bucket, src_key = self._locate(source)
+            src = self._stored(src_key, size_bytes, content_type, None, bucket=bucket)
         if src.size_bytes > MAX_COPY_BYTES:
             raise StorageFailed(f"copy {src.uri}: {src.size_bytes} bytes is over the 5 GiB "
                                 "a single copy request takes")
