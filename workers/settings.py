@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     http_deadline_s: float = Field(45.0, gt=0)  # one API call in all, however slow its bytes
     http_max_answer_bytes: int = Field(1024 * 1024, ge=4096)  # larger is protocol_error
     picwish_max_inline_answer_bytes: int = Field(48 * 1024 * 1024, ge=1024 * 1024)  # base64 results
+    result_download_deadline_s: float = Field(600.0, gt=0)  # one result download in all
 
     # --- Polling: a countdown per poll, never a sleep ----------------------------------
     hitpaw_poll_interval_s: float = Field(3.0, gt=0)  # vendor FAQ: every 2-5 s
