@@ -26,7 +26,6 @@ from providers.errors import (
     OutcomeUnknown,
     ProtocolError,
     ProviderJobFailed,
-    ProviderTimeout,
     TransientError,
     error_for_code,
 )
@@ -109,20 +108,35 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str, waited: bool = Fa
 
 
 def _send_submit(rt, provider, request, record: JobRecord, started) -> Submission:
-    """The one paid call. A failure that proves it was not taken releases the claim."""
+    """The one paid call. A failure that proves it was not taken releases the claim.
+
+    Any other transient failure is an unknown outcome (``provider.submit_not_taken``):
+    counted, then failed ``outcome_unknown`` or sent again, by ``UNKNOWN_SUBMIT_POLICY``.
+    """
     try:
         return events.counted(rt, record.provider, "submit", provider.submit, request)
-    except ProviderTimeout as exc:
-        raise OutcomeUnknown(
-            f"submit sent but no answer came ({exc.message}); not retrying to avoid paying "
-            "twice", record.provider) from exc
-    except TransientError:
+    except TransientError as exc:
+        if not provider.submit_not_taken(exc):
+            _unknown_submit_outcome(rt, record, exc)
         rt.jobs.update(
             record.id,
             lambda r: r.state is JobState.QUEUED and r.submit_started_at == started,
             lambda r: {"submit_started_at": None},
         )
         raise
+
+
+def _unknown_submit_outcome(rt: Runtime, record: JobRecord, exc: TransientError) -> None:
+    """Count a submit that may have been taken; raise ``OutcomeUnknown`` unless resubmitting."""
+    events.submit_outcome_unknown(rt, record.provider)
+    if rt.settings.unknown_submit_policy == "resubmit":
+        log.warning("job %s: submit outcome unknown (%s); sending it again "
+                    "(UNKNOWN_SUBMIT_POLICY=resubmit): it may be paid twice", record.id, exc)
+        return
+    raise OutcomeUnknown(
+        f"submit outcome unknown ({exc.message}): {record.provider} may have created and "
+        "charged the job; not sending it again (UNKNOWN_SUBMIT_POLICY=fail)",
+        record.provider, exc.vendor_code, exc.http_status) from exc
 
 
 def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submission) -> None:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     http_max_answer_bytes: int = Field(1024 * 1024, ge=4096)  # larger is protocol_error
     picwish_max_inline_answer_bytes: int = Field(48 * 1024 * 1024, ge=1024 * 1024)  # base64 results
     result_download_deadline_s: float = Field(600.0, gt=0)  # one result download in all
+    # A failed submit that does not prove it was not taken (no answer, 500, 504...): fail
+    # the job outcome_unknown (never pays twice) or send it again (may pay twice).
+    unknown_submit_policy: Literal["fail", "resubmit"] = "fail"
 
     # --- Polling: a countdown per poll, never a sleep ----------------------------------
     hitpaw_poll_interval_s: float = Field(3.0, gt=0)  # vendor FAQ: every 2-5 s
