@@ -197,12 +197,19 @@ def cap_socket_timeout(raw: Any, limit_s: float) -> None:
     urllib3 sets the read timeout again on every new request over a pooled connection,
     so the lowered value never leaks into a later call.
     """
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    sock = getattr(getattr(raw, "_connection", None), "sock", None) or _response_socket(raw)
     if sock is None:
         return
     current = sock.gettimeout()
     if current is None or current > limit_s:
         sock.settimeout(max(limit_s, 0.001))
+
+
+def _response_socket(raw: Any) -> Any:
+    """The socket an http.client response reads from (its connection may have let go of it
+    when the server said ``Connection: close``)."""
+    buffered = getattr(getattr(raw, "_fp", None), "fp", None)
+    return getattr(getattr(buffered, "raw", None), "_sock", None)
 
 
 def _past_deadline(provider: str) -> ProviderTimeout:

@@ -24,6 +24,7 @@ from providers.errors import (
 )
 from providers.http import (
     ApiSession,
+    cap_socket_timeout,
     error_class_for_status,
     json_body,
     map_requests_errors,
@@ -349,3 +350,14 @@ def test_urllib3_errors_from_a_raw_read_are_provider_timeouts(raised):
     with pytest.raises(ProviderTimeout) as info, map_requests_errors("hitpaw"):
         raise raised
     assert info.value.retryable and info.value.__cause__ is raised
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
+def test_the_deadline_caps_the_socket_a_streamed_response_reads_from(close):
+    """With ``Connection: close`` http.client lets go of the socket; the cap must find it."""
+    extra = b"Connection: close\r\n" if close else b""
+    with DripServer(b"x" * 50, interval_s=0.05, headers=extra) as server, \
+            requests.get(server.base_url, stream=True, timeout=(1, 5)) as response:
+        cap_socket_timeout(response.raw, 0.5)
+        sock = response.raw._fp.fp.raw._sock
+        assert sock.gettimeout() == 0.5
