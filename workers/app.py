@@ -30,6 +30,7 @@ def celery_config(settings: Settings) -> dict:
         "broker_url": settings.celery_broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": settings.broker_connection_max_retries,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",

@@ -177,7 +177,7 @@ def worker(queues, concurrency, pool, hostname, loglevel, celery_args) -> None:
     if hostname:
         argv += ["-n", hostname]
     argv += ["--prefetch-multiplier", str(prefetch_multiplier(settings, queues))]
-    app.worker_main(argv + list(celery_args))
+    sys.exit(_run_celery(app, argv + list(celery_args)))
 
 
 def prefetch_multiplier(settings, queues: str) -> int:
@@ -201,8 +201,25 @@ def beat(schedule, celery_args) -> None:
     from workers.app import app
 
     settings = _settings_or_exit()
-    app.start([*_banner(settings), "beat", "-s", schedule, "--loglevel", settings.log_level,
-               *celery_args])
+    sys.exit(_run_celery(app, [*_banner(settings), "beat", "-s", schedule, "--loglevel",
+                              settings.log_level, *celery_args]))
+
+
+def _run_celery(app, argv: list[str]) -> int:
+    """Run a ``celery`` sub-command for ``app``; return its exit status.
+
+    ``app.worker_main`` and ``app.start`` drop the status (click returns it from
+    ``main(standalone_mode=False)``), so a worker that gave up on its broker exited 0 and
+    a supervisor restarting on failure left it down.
+    """
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app
+    try:
+        status = celery.main(args=argv, standalone_mode=False)
+    finally:
+        celery.params[0].default = None
+    return status if isinstance(status, int) else 0
 
 
 def _banner(settings) -> list[str]:

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    # --- Broker and job-store Redis faults ---------------------------------------------
+    # Reconnection attempts (2 s, 4 s ... 30 s apart) before a worker that lost its broker
+    # gives up and exits non-zero for its supervisor to restart it; 20 is about 6.5 min.
+    broker_connection_max_retries: int = Field(20, ge=1)
+
     @field_validator("celery_broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
