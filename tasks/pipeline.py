@@ -29,6 +29,7 @@ from providers.errors import (
     TransientError,
     error_for_code,
 )
+from storage.durability import NotDurable
 from storage.jobs import (
     ConcurrentWriters,
     JobRecord,
@@ -95,16 +96,31 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str, waited: bool = Fa
         dispatch.submit(job_id, countdown_s=wait_s, waited=True)
         return
     started = utcnow()
-    claimed = rt.jobs.update(
-        job_id,
-        lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
-        lambda r: {"submit_started_at": started,
-                   "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
-    )
+    claimed = _claim_durably(rt, job_id, started)
     if claimed is None:
         return
     submission = _send_submit(rt, provider, request, record, started)
     _record_submission(rt, dispatch, record, submission)
+
+
+def _claim_durably(rt, job_id: str, started) -> JobRecord | None:
+    """Claim the job for one paid call; the claim is durable before it returns.
+
+    A claim the store cannot confirm durable (``CLAIM_DURABILITY``) is released, and the
+    submit retried later: a claim lost to a Redis crash would let the job be paid twice.
+    """
+    try:
+        return rt.jobs.update(
+            job_id,
+            lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
+            lambda r: {"submit_started_at": started,
+                       "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
+            durable=True,
+        )
+    except NotDurable:
+        rt.jobs.update(job_id, lambda r: r.submit_started_at == started,
+                       lambda r: {"submit_started_at": None})
+        raise
 
 
 def _send_submit(rt, provider, request, record: JobRecord, started) -> Submission:

@@ -344,7 +344,7 @@ def healthcheck() -> None:
     from workers.embedded import redis_answers
 
     settings = _settings_or_exit()
-    if not redis_answers(settings.redis_url, timeout_s=3):
+    if not _job_store_answers(settings):
         raise click.ClickException(f"job store does not answer at {_safe(settings.redis_url)}")
     if settings.celery_broker_url.startswith("redis"):
         if not redis_answers(settings.celery_broker_url, timeout_s=3):
@@ -378,6 +378,21 @@ def lifecycle(as_json: bool) -> None:
         return
     for rule in rules:
         click.echo(f"{rule.get('ID', '?'):<36} {json.dumps({k: v for k, v in rule.items() if k != 'ID'})}")
+
+
+def _job_store_answers(settings) -> bool:
+    """True when the job store answers PING (through its Sentinels when configured)."""
+    import redis
+
+    from workers.runtime import connect_redis
+
+    client = connect_redis(settings)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def _safe(url: str) -> str:

@@ -23,7 +23,7 @@ HITPAW_DEFAULT_BASE_URL = "https://api-base.hitpaw.com"
 PICWISH_DEFAULT_BASE_URL = "https://techhk.aoscdn.com"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+_BROKER_SCHEMES = ("redis://", "rediss://", "sentinel://", "amqp://", "amqps://", "pyamqp://")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MIB = 1024 * 1024
 
@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     # Reconnection attempts (2 s, 4 s ... 30 s apart) before a worker that lost its broker
     # gives up and exits non-zero for its supervisor to restart it; 20 is about 6.5 min.
     broker_connection_max_retries: int = Field(20, ge=1)
+    # Sentinels ("host:port,host:port") watching the job store's primary: the job store
+    # then connects to whichever node they name (REDIS_URL gives only database and login).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "mymaster"
+    # The broker takes Sentinel as CELERY_BROKER_URL=sentinel://h1:26379;sentinel://h2:26379
+    # under this master name (default: REDIS_SENTINEL_MASTER).
+    broker_sentinel_master: str | None = None
+    # How a submit's claim is made durable before the paid call: none (trust Redis'
+    # appendfsync), wait (WAIT for CLAIM_WAIT_REPLICAS replicas) or fsync (the job store
+    # runs appendfsync always; checked at start).
+    claim_durability: Literal["none", "wait", "fsync"] = "none"
+    claim_wait_replicas: int = Field(1, ge=1)
+    claim_wait_timeout_ms: int = Field(100, ge=1, le=10_000)
 
     @field_validator("celery_broker_url")
     @classmethod
@@ -139,6 +152,17 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port...]")
         return value
 
     @field_validator("s3_bucket")

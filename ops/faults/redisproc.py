@@ -134,3 +134,106 @@ class RedisProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Sentinels:
+    """A primary, one replica and three ``redis-sentinel`` processes watching the primary.
+
+    ``down_after_ms`` is how long the primary may be silent before the Sentinels agree it
+    is down and promote the replica.
+    """
+
+    MASTER = "mymaster"
+
+    def __init__(self, work_dir: Path | None = None, down_after_ms: int = 1000) -> None:
+        self.primary = RedisProcess(appendonly=True, work_dir=work_dir)
+        self.replica: RedisProcess | None = None
+        self.work_dir = work_dir
+        self.down_after_ms = down_after_ms
+        self.ports = [free_port() for _ in range(3)]
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def addresses(self) -> str:
+        """``REDIS_SENTINELS``: host:port,host:port,host:port."""
+        return ",".join(f"{LOOPBACK}:{port}" for port in self.ports)
+
+    @property
+    def broker_url(self) -> str:
+        """``CELERY_BROKER_URL`` for kombu's Sentinel transport."""
+        return ";".join(f"sentinel://{LOOPBACK}:{port}/0" for port in self.ports)
+
+    def start(self) -> Sentinels:
+        self.primary.start()
+        self.replica = RedisProcess(appendonly=True, replica_of=(LOOPBACK, self.primary.port),
+                                    work_dir=self.work_dir).start()
+        for port in self.ports:
+            conf = self.primary.dir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind {LOOPBACK}\ndaemonize no\ndir {self.primary.dir}\n"
+                f"logfile {self.primary.dir / f'sentinel-{port}.log'}\n"
+                f"sentinel monitor {self.MASTER} {LOOPBACK} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.MASTER} 10000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n")
+            self.procs.append(subprocess.Popen([_binary("redis-sentinel"), str(conf)],
+                                               stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL,
+                                               start_new_session=True))
+        self._wait(lambda: self.master_port() == self.primary.port, "Sentinels agreeing")
+        self._wait(self._replica_linked, "the replica's first sync")
+        return self
+
+    def master_port(self) -> int | None:
+        """The port the first Sentinel that answers names as primary."""
+        for port in self.ports:
+            client = redis.Redis(host=LOOPBACK, port=port, socket_timeout=1)
+            try:
+                host_port = client.execute_command("SENTINEL", "get-master-addr-by-name",
+                                                   self.MASTER)
+                if host_port:
+                    return int(host_port[1])
+            except (redis.RedisError, OSError):
+                continue
+            finally:
+                client.close()
+        return None
+
+    def _replica_linked(self) -> bool:
+        client = self.replica.client(timeout_s=1)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def wait_promoted(self, timeout_s: float = 60.0) -> float:
+        """Wait until the Sentinels name the replica primary; return when (time.time())."""
+        self._wait(lambda: self.master_port() == self.replica.port, "the replica's promotion",
+                   timeout_s)
+        return time.time()
+
+    @staticmethod
+    def _wait(check, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not happen within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self.replica:
+            self.replica.stop()
+        self.primary.stop()
+
+    def __enter__(self) -> Sentinels:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
