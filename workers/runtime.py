@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import redis
 import requests
 from celery.signals import worker_process_init, worker_process_shutdown
+from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from providers import get_provider_class
@@ -28,6 +30,9 @@ from tasks.budget import ProviderBudget
 from tasks.schedule import DurationModel
 from workers.constants import USER_AGENT
 from workers.settings import Settings, get_settings
+
+#: Attempts of a job-store command while Redis restarts or fails over (backoff to 2 s each).
+STORE_RETRIES = 10
 
 
 @dataclass
@@ -76,7 +81,10 @@ def connect_redis(settings: Settings, single_connection: bool = False) -> redis.
     ``single_connection`` gives a client whose commands all go over one connection (what
     ``WAIT`` needs to count the client's own writes).
     """
-    options = {"socket_timeout": 10, "health_check_interval": 30}
+    options = {"socket_timeout": 10, "health_check_interval": 30,
+               # ride through a restart or failover (about 15 s) instead of failing steps
+               "retry": Retry(ExponentialBackoff(cap=2.0, base=0.1), STORE_RETRIES),
+               "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
     if single_connection:
         options["max_connections"] = 1
     if not settings.redis_sentinels:

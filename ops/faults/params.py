@@ -17,8 +17,9 @@ SMOKE_SETTINGS = {
     **OPEN_BUDGET,
     "HITPAW_POLL_INTERVAL_S": 0.3, "HITPAW_POLL_MAX_INTERVAL_S": 1,
     "PICWISH_POLL_INTERVAL_S": 0.3, "PICWISH_POLL_MAX_INTERVAL_S": 1,
-    "MAX_COUNTDOWN_S": 5, "VISIBILITY_TIMEOUT_S": 60, "STALE_AFTER_S": 8,
-    "HTTP_CONNECT_TIMEOUT_S": 1, "HTTP_READ_TIMEOUT_S": 3, "RECONCILE_INTERVAL_S": 1,
+    "MAX_COUNTDOWN_S": 5, "VISIBILITY_TIMEOUT_S": 20, "STALE_AFTER_S": 8,
+    "HTTP_CONNECT_TIMEOUT_S": 1, "HTTP_READ_TIMEOUT_S": 3, "HTTP_DEADLINE_S": 5,
+    "RECONCILE_INTERVAL_S": 1,
 }
 
 
@@ -115,21 +116,22 @@ def smoke() -> Params:
     fast = (0.3, 1.0)
     s = dict(SMOKE_SETTINGS)
     return Params(
-        crash_storm=CrashStorm(jobs=40, processing_s=fast, create_latency_s=(0.2, 0.4),
-                               kill_every_s=4, storm_s=16, final_timeout_s=90, settings=s),
-        redis_restart=RedisRestart(jobs=20, processing_s=fast, down_s=1, restart_after_s=2,
+        crash_storm=CrashStorm(jobs=30, processing_s=fast, create_latency_s=(0.2, 0.4),
+                               kill_every_s=4, storm_s=8, final_timeout_s=90, settings=s),
+        redis_restart=RedisRestart(jobs=10, processing_s=fast, down_s=1, restart_after_s=2,
                                    final_timeout_s=60, settings=s),
-        provider_storms=ProviderStorms(jobs_per_storm=10, processing_s=fast,
+        provider_storms=ProviderStorms(jobs_per_storm=5, processing_s=fast,
                                        slow_response_s=4, final_timeout_s=60,
-                                       settings={**s, "HTTP_READ_TIMEOUT_S": 2}),
-        storage_outage=StorageOutage(jobs=8, processing_s=fast, outage_s=5,
+                                       settings={**s, "HTTP_READ_TIMEOUT_S": 2,
+                                                 "HTTP_DEADLINE_S": 3}),
+        storage_outage=StorageOutage(jobs=6, processing_s=fast, outage_s=3,
                                      final_timeout_s=60, settings=s),
-        malformed=Malformed(examples=110, jobs=10, rate_malformed=0.2, processing_s=fast,
+        malformed=Malformed(examples=100, jobs=6, rate_malformed=0.2, processing_s=fast,
                             final_timeout_s=60, settings=s),
-        expiry=Expiry(jobs=4, processing_s=(0.1, 0.2), result_ttl_s=0.3, final_timeout_s=60,
+        expiry=Expiry(jobs=3, processing_s=(0.1, 0.2), result_ttl_s=0.3, final_timeout_s=60,
                       settings={**s, "HITPAW_POLL_INTERVAL_S": 1,
                                 "PICWISH_POLL_INTERVAL_S": 1}),
-        failover=Failover(jobs=16, processing_s=fast, kill_after_s=2, final_timeout_s=90,
+        failover=Failover(jobs=8, processing_s=fast, kill_after_s=2, final_timeout_s=120,
                           settings=s),
     )
 

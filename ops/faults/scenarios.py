@@ -23,10 +23,10 @@ def _workers(ctx: Context, env: dict, count: int, concurrency: int) -> None:
         ctx.stack.worker(env, concurrency=concurrency)
 
 
-def _call_window_s(settings: dict) -> float:
+def _call_window_s() -> float:
+    """The longest a paid call can last: connect, then the answer's overall deadline."""
     s = get_runtime().settings
-    return float(settings.get("HTTP_CONNECT_TIMEOUT_S", s.http_connect_timeout_s)) + \
-        float(settings.get("HTTP_READ_TIMEOUT_S", s.http_read_timeout_s))
+    return s.http_connect_timeout_s + getattr(s, "http_deadline_s", s.http_read_timeout_s)
 
 
 # --- 1: crash storm --------------------------------------------------------------------
@@ -42,7 +42,7 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
         _storm(ctx, env, p)
         figures, records = finish(ctx, batch, p.final_timeout_s)
     kills = [k for k in stack.kills if k["what"] == "worker"]
-    figures.update(unknown_outcomes_matched(records, kills, _call_window_s(p.settings)))
+    figures.update(unknown_outcomes_matched(records, kills, _call_window_s()))
     recoveries = [observer.recovery_s(k["at"], records) for k in kills]
     figures.update({"worker_kills": len(kills),
                     "beat_kills": sum(k["what"] == "beat" for k in stack.kills),
@@ -150,24 +150,25 @@ def _quiet_faults() -> dict:
 # --- 4: storage outage -----------------------------------------------------------------
 def storage_outage(ctx: Context, p: P.StorageOutage) -> dict:
     """S3 answering 500, then not answering, for ``outage_s`` while results are ready."""
-    figures, checks = {}, {}
+    env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s))
+    ctx.stack.worker(env, concurrency=p.concurrency)
+    ctx.stack.beat(env)
+    figures, checks, everything = {}, {}, []
     for mode in ("error", "hang"):
-        env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s))
-        ctx.stack.worker(env, concurrency=p.concurrency)
-        ctx.stack.beat(env)
         batch = enqueue_batch(ctx, p.jobs)
         ctx.stack.proxy.set_mode(mode)
         began = time.monotonic()
         time.sleep(p.outage_s)
         ctx.stack.proxy.set_mode("pass")
-        result, records = finish(ctx, batch, p.final_timeout_s)
-        result.update(bucket_state(records))
-        result["outage_s"] = rounded(time.monotonic() - began, 1)
-        figures[mode] = result
+        figures[mode], records = finish(ctx, batch, p.final_timeout_s)
+        figures[mode]["outage_s"] = rounded(time.monotonic() - began, 1)
+        everything += records
         checks[mode] = promises(
-            result, every_result_stored=result["succeeded"] == result["enqueued"],
-            none_stored_twice=result["objects_of_no_succeeded_job"] == 0,
-            no_multipart_left=result["multipart_uploads_left"] == 0)
+            figures[mode], every_result_stored=figures[mode]["succeeded"] == p.jobs)
+    figures["bucket"] = bucket = bucket_state(everything)
+    checks["bucket"] = {"none_stored_twice": bucket["objects_of_no_succeeded_job"] == 0,
+                        "no_multipart_left": bucket["multipart_uploads_left"] == 0}
+    checks["bucket"]["held"] = all(checks["bucket"].values())
     return {"params": P.as_dict(p), "figures": figures,
             "promises": {"held": all(c["held"] for c in checks.values()), **checks}}
 
@@ -175,14 +176,15 @@ def storage_outage(ctx: Context, p: P.StorageOutage) -> dict:
 # --- 6: expiry -------------------------------------------------------------------------
 def expiry(ctx: Context, p: P.Expiry) -> dict:
     """Result URLs that expire before the store starts, or while it downloads."""
+    env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s),
+                  result_ttl_s=p.result_ttl_s)
+    ctx.stack.worker(env, concurrency=p.concurrency)
+    ctx.stack.beat(env)
     figures, checks = {}, {}
-    runs = {"before_the_store": {},
+    runs = {"before_the_store": {"rate_cut_download": 0.0},
             "during_the_store": {"rate_cut_download": 1.0}}  # cut, then expired at retry
-    for name, extra in runs.items():
-        env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s),
-                      result_ttl_s=p.result_ttl_s, **extra)
-        ctx.stack.worker(env, concurrency=p.concurrency)
-        ctx.stack.beat(env)
+    for name, faults in runs.items():
+        ctx.sandbox.configure(**faults)
         batch = enqueue_batch(ctx, p.jobs)
         result, records = finish(ctx, batch, p.final_timeout_s)
         result.update(bucket_state(records))

@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ops.bench.stack import Launched, SandboxAdmin, Stack
+from ops.bench.stack import STARTUP_TIMEOUT_S, Launched, SandboxAdmin, Stack, wait_until
 from ops.faults.proxy import BreakableProxy
 from ops.faults.redisproc import RedisProcess
 from workers.app import app
@@ -90,9 +90,24 @@ class FaultStack(Stack):
         return env
 
     # --- processes -----------------------------------------------------------------------
-    def worker(self, env: dict[str, str], app=app, concurrency: int = DEFAULT_CONCURRENCY,
-               queues: tuple[str, ...] = ALL_QUEUES, include: tuple[str, ...] = ()) -> Launched:
-        return super().worker(env, app, concurrency, queues, include)
+    def worker(self, env: dict[str, str], concurrency: int = DEFAULT_CONCURRENCY,
+               queues: tuple[str, ...] = ALL_QUEUES) -> Launched:
+        """Start ``enhance worker`` and wait until it answers a ping.
+
+        Each ping goes over a new broker connection: a pooled one may be to a Redis a
+        scenario killed and restarted since.
+        """
+        node = f"faults{len(self.workers)}-{uuid.uuid4().hex[:6]}@{LOOPBACK}"
+        proc = self._launch("worker", [sys.executable, "-m", "workers.cli", "worker",
+                                       "--concurrency", str(concurrency), "--hostname", node,
+                                       "--queues", ",".join(queues)], env)
+        proc.node = node
+        self.workers.append(proc)
+        wait_until(lambda: not proc.alive() or _pings(node), STARTUP_TIMEOUT_S,
+                   f"worker {node} answering a ping", interval_s=0.2)
+        if not proc.alive():
+            raise RuntimeError(f"worker exited: {proc.tail()}")
+        return proc
 
     def beat(self, env: dict[str, str]) -> Launched:
         schedule = self.work_dir / f"beat-{uuid.uuid4().hex[:6]}"
@@ -100,6 +115,10 @@ class FaultStack(Stack):
                                      "--schedule", str(schedule)], env)
         self.beats.append(proc)
         return proc
+
+    def stop_workers(self, kill: bool = True) -> None:
+        """Stop every worker; SIGKILL by default (everything is flushed after anyway)."""
+        super().stop_workers(kill=kill)
 
     def stop_beats(self) -> None:
         for proc in self.beats:
@@ -122,3 +141,11 @@ class FaultStack(Stack):
     def logs(self, name: str) -> str:
         return "\n".join(p.read_text(errors="replace")
                          for p in sorted(self.work_dir.glob(f"{name}-*.log")))
+
+
+def _pings(node: str) -> bool:
+    try:
+        with app.connection_for_write() as conn:
+            return bool(app.control.ping(destination=[node], timeout=0.5, connection=conn))
+    except Exception:  # noqa: BLE001 - a broker still coming back: not yet
+        return False

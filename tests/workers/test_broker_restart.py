@@ -77,3 +77,24 @@ def test_a_worker_that_loses_its_broker_for_good_exits_non_zero(private_system, 
     assert status != 0, private_system.logs("worker")[-3000:]
     assert "Unrecoverable error" in private_system.logs("worker")
 
+
+
+def test_the_job_store_rides_through_a_redis_restart(private_redis):
+    import threading
+
+    from storage.jobs import JobRecord, JobSource
+    from workers.runtime import Runtime
+    from workers.settings import Settings
+
+    rt = Runtime(Settings(redis_url=private_redis.url, celery_broker_url=private_redis.url))
+    try:
+        record, _ = rt.jobs.create(JobRecord(provider="hitpaw", model="general_2x",
+                                             source=JobSource(uri="https://x/a.jpg")))
+        private_redis.kill()
+        threading.Timer(2.0, private_redis.start).start()  # back two seconds later
+
+        updated = rt.jobs.update(record.id, lambda r: True, lambda r: {"progress": 7})
+
+        assert updated is not None and rt.jobs.get(record.id).progress == 7
+    finally:
+        rt.close()
