@@ -43,6 +43,7 @@ class RedisRestart:
     concurrency: int = 4
     down_s: float = 3.0
     restart_after_s: float = 8.0  # into the run, when jobs are in every state
+    claims_measured: int = 500  # durable-claim cost: updates timed per way
     final_timeout_s: float = 900.0
     settings: dict = field(default_factory=lambda: dict(FULL_SETTINGS))
 
@@ -119,6 +120,7 @@ def smoke() -> Params:
         crash_storm=CrashStorm(jobs=30, processing_s=fast, create_latency_s=(0.2, 0.4),
                                kill_every_s=4, storm_s=8, final_timeout_s=90, settings=s),
         redis_restart=RedisRestart(jobs=10, processing_s=fast, down_s=1, restart_after_s=2,
+                                   claims_measured=30,
                                    final_timeout_s=60, settings=s),
         provider_storms=ProviderStorms(jobs_per_storm=5, processing_s=fast,
                                        slow_response_s=4, final_timeout_s=60,

@@ -67,7 +67,25 @@ def table(report: dict) -> str:
             f"{m['cpus']} CPUs, {m['memory_gib']} GiB, load average at start "
             f"{report.get('load_at_start')} (a shared machine), celery {m['celery']}, "
             f"kombu {m['kombu']}")
-    return head + "\n\n" + "\n".join(line.rstrip() for line in lines) + "\n"
+    return head + "\n\n" + "\n".join(line.rstrip() for line in [*lines, "", *notes(report)]) + "\n"
+
+
+def notes(report: dict) -> list[str]:
+    """Figures that are not a run of jobs: durable-claim cost, failover promotion time."""
+    out = []
+    costs = report["scenarios"].get("2", {}).get("figures", {}).get("claim_cost_ms_by_durability")
+    if costs:
+        out.append("claim latency per job, p50 / p95 ms: " + ", ".join(
+            f"{mode} {c['p50_ms']} / {c['p95_ms']}" for mode, c in costs.items()))
+    crash = report["scenarios"].get("1", {}).get("figures", {})
+    if "outcome_unknown" in crash:
+        out.append(f"crash storm: {crash['worker_kills']} worker kills, {crash['beat_kills']} "
+                   f"beat kill; outcome_unknown {crash['outcome_unknown']}, of which "
+                   f"{crash['matched_to_a_kill']} had a kill land during their paid call")
+    failover = report["scenarios"].get("7", {}).get("figures", {})
+    if "promotion_s" in failover:
+        out.append(f"failover: replica promoted {failover['promotion_s']} s after the kill")
+    return out
 
 
 def write_table(report: dict, out_dir: Path) -> Path:

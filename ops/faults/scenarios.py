@@ -12,6 +12,7 @@ from pathlib import Path
 from ops.bench.measure import rounded
 from ops.bench.runner import Context
 from ops.faults import params as P
+from ops.faults.durability_cost import claim_costs
 from ops.faults.outcome import Observer, unknown_outcomes_matched
 from ops.faults.runner import bucket_state, enqueue_batch, finish, prepare, promises, use
 from ops.faults.stack import FaultStack
@@ -55,18 +56,17 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
 
 
 def _storm(ctx: Context, env: dict, p: P.CrashStorm) -> None:
-    stack, began, n = ctx.stack, time.monotonic(), 0
-    beat_killed = False
-    while time.monotonic() - began < p.storm_s:
-        time.sleep(p.kill_every_s)
+    """One kill every ``kill_every_s`` on a fixed schedule (restarts do not push it back)."""
+    stack, began = ctx.stack, time.monotonic()
+    kills = max(int(p.storm_s // p.kill_every_s), 2)
+    for n in range(1, kills + 1):
+        time.sleep(max(began + n * p.kill_every_s - time.monotonic(), 0))
         victim = stack.workers[n % len(stack.workers)]
         stack.kill(victim, "worker")
         stack.worker(env, concurrency=p.concurrency)
-        if not beat_killed and time.monotonic() - began >= p.storm_s / 2:
+        if n == kills // 2:
             stack.kill(stack.beats[0], "beat")
             stack.beat(env)
-            beat_killed = True
-        n += 1
 
 
 def _p50(values: list[float]) -> float:
@@ -87,8 +87,10 @@ def redis_restart(ctx: Context, p: P.RedisRestart) -> dict:
             inner.close()
     use(ctx, p.settings)  # the producer back on the main stack
     held = same["promises"]["held"] and separate["promises"]["held"]
+    costs = claim_costs(Path(ctx.stack.work_dir), p.claims_measured)
     return {"params": P.as_dict(p), "figures": {"aof_restart": same["figures"],
-                                                 "empty_broker_restart": separate["figures"]},
+                                                 "empty_broker_restart": separate["figures"],
+                                                 "claim_cost_ms_by_durability": costs},
             "promises": {"held": held, "aof_restart": same["promises"],
                          "empty_broker_restart": separate["promises"]}}
 
