@@ -129,7 +129,7 @@ def smoke() -> Params:
                                                  "HTTP_DEADLINE_S": 3}),
         storage_outage=StorageOutage(jobs=6, processing_s=fast, outage_s=3,
                                      final_timeout_s=60, settings=s),
-        malformed=Malformed(examples=100, jobs=6, rate_malformed=0.2, processing_s=fast,
+        malformed=Malformed(examples=120, jobs=6, rate_malformed=0.2, processing_s=fast,
                             final_timeout_s=60, settings=s),
         expiry=Expiry(jobs=3, processing_s=(0.1, 0.2), result_ttl_s=0.3, final_timeout_s=60,
                       settings={**s, "HITPAW_POLL_INTERVAL_S": 1,
