@@ -361,3 +361,17 @@ def test_the_deadline_caps_the_socket_a_streamed_response_reads_from(close):
         cap_socket_timeout(response.raw, 0.5)
         sock = response.raw._fp.fp.raw._sock
         assert sock.gettimeout() == 0.5
+
+
+def test_nesting_is_refused_before_the_decoder_can_recurse_out(canned):
+    """A RecursionError caught from json can leave CPython 3.11's recursion bookkeeping off
+    (a later ast.parse raised SystemError): too deep is refused before decoding."""
+    from providers import http
+
+    assert http._too_deep("[" * 101 + "]" * 101) and not http._too_deep("[" * 100 + "]" * 100)
+    inside_strings = '{"a": "' + "[" * 5000 + '", "b": "\\"[[[", "c": [[1]]}'
+    assert not http._too_deep(inside_strings)
+    canned.add(200, inside_strings)
+    assert json_body(session_for(canned.base_url).request("GET", "/"))["c"] == [[1]]
+    canned.add(200, '{"a": ' + "[" * 150 + "]" * 150 + "}")
+    assert json_body(session_for(canned.base_url).request("GET", "/")) is None
