@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the demo and the tests need on a fresh machine, idempotently:
 # a virtual environment with the project and its test extras, and the Debian packages
-# for an embedded Redis (redis-server) and compose-file validation (docker-compose).
+# for an embedded Redis (redis-server), the fault suite's failover (redis-sentinel) and
+# compose-file validation (docker-compose).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +24,7 @@ fi
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)  # the fault suite's failover
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""

@@ -6,6 +6,8 @@ A client speaks one vendor's HTTP API; the pipeline only sees this module's type
   request and validates it locally, before any money is spent (raises ``InvalidInput``).
 - ``Provider.submit`` sends it once and returns a ``Submission`` (job id, cost charged).
 - ``Provider.query`` asks once for a job's state and returns a normalised ``JobStatus``.
+- ``Provider.submit_not_taken`` says whether a failed submit proves the vendor did not
+  take the request (only then may it be sent again without risking a second charge).
 
 Errors are the classes of ``providers.errors``; no ``requests`` exception leaves a client.
 """
@@ -18,6 +20,15 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from providers.errors import (
+    EnhanceError,
+    PermanentError,
+    ProtocolError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
 
 
 class Phase(StrEnum):
@@ -96,6 +107,30 @@ class Provider(ABC):
     MODELS: ClassVar[dict[str, ModelInfo]]
     #: The model used when a request names none.
     DEFAULT_MODEL: ClassVar[str]
+    #: HTTP statuses of a failed submit that prove the request was not taken: the server
+    #: gave up waiting for it (408), refused it for the rate (429), or a gateway in front
+    #: of the vendor could not hand it on (502, 503). 500, 504 and the rest may come after
+    #: the vendor created (and charged) the job.
+    SUBMIT_NOT_TAKEN_STATUSES: ClassVar[frozenset[int]] = frozenset({408, 429, 502, 503})
+
+    @classmethod
+    def submit_not_taken(cls, exc: EnhanceError) -> bool:
+        """Whether a failed ``submit`` proves the vendor did not take the request.
+
+        True for a refused or timed-out connection (nothing was sent), a 429, a 4xx
+        refusal and the statuses in ``SUBMIT_NOT_TAKEN_STATUSES``. False (an unknown
+        outcome: the job may exist and be charged) for no answer after sending, a broken
+        answer, any other 5xx and a garbled success.
+        """
+        if isinstance(exc, RateLimited):
+            return True
+        if isinstance(exc, ProviderTimeout | ProtocolError):
+            return False
+        if isinstance(exc, PermanentError):  # a refusal says so with a 4xx
+            return exc.http_status is not None and 400 <= exc.http_status <= 499
+        if exc.http_status is None:  # connection refused / connect timeout: nothing sent
+            return isinstance(exc, ProviderUnavailable)
+        return exc.http_status in cls.SUBMIT_NOT_TAKEN_STATUSES
 
     #: Options that change only how the result is delivered, never the image itself.
     DELIVERY_OPTIONS: ClassVar[frozenset[str]] = frozenset()

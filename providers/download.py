@@ -8,30 +8,79 @@ read through a byte cap, whether or not the server sent a Content-Length.
 
 A result URL that answers 403, 404 or 410 has expired or been deleted: the result is
 gone, which is ``ResultExpired``, not a retryable failure.
+
+The body is read through ``BoundedStream``: errors raised while reading it (urllib3's
+``ReadTimeoutError`` / ``ProtocolError`` / ``IncompleteRead``, which are not ``requests``
+exceptions) come out as ``ProviderTimeout``, a ``TransientError``: a paid job whose URL is
+still valid is retried, not failed. Each read is bounded by the read timeout (a stall) and
+the whole download by an overall deadline, however slowly the bytes trickle in.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from providers.errors import EnhanceError, InvalidInput, ProviderUnavailable, ResultExpired
-from providers.http import error_class_for_status, map_requests_errors
+from providers.errors import (
+    EnhanceError,
+    InvalidInput,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ResultExpired,
+)
+from providers.http import cap_socket_timeout, error_class_for_status, map_requests_errors
 from providers.urlguard import UrlGuard
 
 GONE_STATUSES = (403, 404, 410)  # how expired presigned or deleted result URLs answer
+DEFAULT_DEADLINE_S = 600.0  # a whole download, when the settings name none
+
+
+class BoundedStream:
+    """A download's body: reads mapped into our errors, each bounded, all by a deadline.
+
+    ``read(size)`` returns what at most one socket read brings (possibly fewer than
+    ``size`` bytes; b"" only at the end), after cutting the socket's timeout to the time
+    left before ``deadline`` (a ``time.monotonic()`` value).
+    """
+
+    def __init__(self, raw: Any, provider: str, deadline: float) -> None:
+        self._raw = raw
+        self._provider = provider
+        self._deadline = deadline
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = 1024 * 1024 if size is None or size < 0 else size
+        remaining_s = self._deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise self._past_deadline()
+        cap_socket_timeout(self._raw, remaining_s)
+        with map_requests_errors(self._provider):
+            try:
+                return self._raw.read1(size) if size else b""
+            except Exception:
+                if time.monotonic() >= self._deadline - 0.05:
+                    raise self._past_deadline() from None
+                raise
+
+    def _past_deadline(self) -> ProviderTimeout:
+        return ProviderTimeout(f"{self._provider}: result download did not finish in time "
+                               "(overall deadline)", self._provider)
+
+    def close(self) -> None:
+        """Leave closing to ``open_result``."""
 
 
 @dataclass
 class Download:
     """An open download: read ``stream`` to the end, then leave the ``with`` block."""
 
-    stream: BinaryIO
+    stream: BinaryIO | CappedReader
     content_type: str | None
     size_bytes: int | None  # from Content-Length, when the body is not content-encoded
 
@@ -66,16 +115,21 @@ def open_result(session: requests.Session, provider: str, url: str | None,
         session: A session from ``providers.urlguard.guarded_session``.
         provider: The provider name, for errors.
         url: The URL; redirects are followed through the guard.
-        settings: Timeouts and ``download_max_bytes``.
+        settings: Timeouts, ``download_max_bytes`` and ``result_download_deadline_s``.
         max_bytes: A lower cap than ``settings.download_max_bytes``.
         what: "result" or "source", for messages; a source answering an HTTP error is
             ``InvalidInput`` (the user's server, not the provider: no retries).
+
+    The download must end within ``settings.result_download_deadline_s`` of the call;
+    reading ``stream`` raises ``ProviderTimeout`` past it or when the body breaks off.
 
     Raises:
         InvalidInput: The URL, a redirect target or the body size breaks a rule.
     """
     if not url:
         raise ResultExpired("the provider reported no result URL", provider)
+    deadline_s = getattr(settings, "result_download_deadline_s", None) or DEFAULT_DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     limit = min(max_bytes or settings.download_max_bytes, settings.download_max_bytes)
     response = _get_following_redirects(session, provider, url, settings)
     try:
@@ -84,7 +138,7 @@ def open_result(session: requests.Session, provider: str, url: str | None,
         if size is not None and size > limit:
             raise InvalidInput(f"download is {size} bytes; at most {limit} are allowed", provider)
         response.raw.decode_content = True  # the bytes of the file, not of the transfer
-        stream = CappedReader(response.raw, limit, provider)
+        stream = CappedReader(BoundedStream(response.raw, provider, deadline), limit, provider)
         yield Download(stream, response.headers.get("Content-Type"), size)  # type: ignore[arg-type]
     finally:
         response.close()
@@ -112,12 +166,19 @@ def fetch_bytes(session: requests.Session, provider: str, url: str, max_bytes: i
         if download.size_bytes is not None and download.size_bytes > max_bytes:
             raise InvalidInput(f"source is {download.size_bytes} bytes; {provider} accepts "
                                f"at most {max_bytes}", provider)
-        with map_requests_errors(provider):
-            data = download.stream.read(max_bytes + 1)
+        data = _read_up_to(download.stream, max_bytes + 1)
     if len(data) > max_bytes:
         raise InvalidInput(f"source is over {max_bytes} bytes, the most {provider} accepts",
                            provider)
     return data
+
+
+def _read_up_to(stream: BinaryIO | CappedReader, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := stream.read(min(size, 1024 * 1024))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from providers.hitpaw_api import (
     LIMITS_MP,
     MODELS,
     OPTIONS,
+    SERVER_ERROR_CODES,
     HitPawRequest,
     HitPawSubmitted,
     HitPawTaskStatus,
@@ -80,6 +81,17 @@ class HitPawClient(Provider):
         elif image_info is not None:
             options["extension"] = extension_for_format(image_info.format)
         return super().output_options(options, image_info)
+
+    #: HitPaw's 502 has come after the job was created (and charged): not in the list.
+    SUBMIT_NOT_TAKEN_STATUSES: ClassVar[frozenset[int]] = frozenset({408, 429, 503})
+
+    @classmethod
+    def submit_not_taken(cls, exc: EnhanceError) -> bool:
+        """As ``Provider.submit_not_taken``; a 1005xxxxx code (internal error, 100500007
+        "operation timeout") comes from HitPaw itself, after it may have run the job."""
+        if exc.vendor_code is not None and as_int(exc.vendor_code) in SERVER_ERROR_CODES:
+            return False
+        return super().submit_not_taken(exc)
 
     def __init__(
         self,

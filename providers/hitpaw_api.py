@@ -58,13 +58,15 @@ MODELS: dict[str, ModelInfo] = {
 EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".jfif", ".tga", ".tiff", ".webp", ".heif")
 
 _AUTH = (110400000, 100401000, 100403001, 100403002, 100400000)
+#: HitPaw's own server errors (100500007 is "operation timeout"): the job may have run.
+SERVER_ERROR_CODES = frozenset(range(100500000, 100500008))
 _INVALID = (100400001, 100400002, 100403000, 110400005, *range(110400007, 110400012))
 #: Every documented error_code, whether it comes with an HTTP error or in a 200 envelope.
 HITPAW_ERRORS: dict[int, type[EnhanceError]] = {
     **dict.fromkeys(_AUTH, AuthFailed),
     **dict.fromkeys(_INVALID, InvalidInput),
     100429000: RateLimited,
-    **dict.fromkeys(range(100500000, 100500008), ProviderUnavailable),
+    **dict.fromkeys(SERVER_ERROR_CODES, ProviderUnavailable),
     **dict.fromkeys((110402000, 110402001, 110402004), InsufficientCredits),
     110400002: NotFound,
     110400003: ProviderJobFailed,

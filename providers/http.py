@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -197,12 +198,19 @@ def cap_socket_timeout(raw: Any, limit_s: float) -> None:
     urllib3 sets the read timeout again on every new request over a pooled connection,
     so the lowered value never leaks into a later call.
     """
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    sock = getattr(getattr(raw, "_connection", None), "sock", None) or _response_socket(raw)
     if sock is None:
         return
     current = sock.gettimeout()
     if current is None or current > limit_s:
         sock.settimeout(max(limit_s, 0.001))
+
+
+def _response_socket(raw: Any) -> Any:
+    """The socket an http.client response reads from (its connection may have let go of it
+    when the server said ``Connection: close``)."""
+    buffered = getattr(getattr(raw, "_fp", None), "fp", None)
+    return getattr(getattr(buffered, "raw", None), "_sock", None)
 
 
 def _past_deadline(provider: str) -> ProviderTimeout:
@@ -235,6 +243,33 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: Deepest JSON nesting accepted (the vendors' answers are three levels deep). Deeper is
+#: refused before decoding: a RecursionError caught from the decoder can leave CPython
+#: 3.11's recursion bookkeeping off (a later ``ast.parse`` fails with SystemError).
+MAX_JSON_DEPTH = 100
+_JSON_STRUCTURE = re.compile(r'["\\\[\]{}]')
+
+
+def _too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit`` (strings skipped)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, skip_at = 0, False, -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        at, char = match.start(), match.group()
+        if at == skip_at:  # the character after a backslash
+            continue
+        if char == "\\":
+            skip_at = at + 1
+        elif char == '"':
+            in_string = not in_string
+        elif not in_string:
+            depth += 1 if char in "[{" else -1
+            if depth > limit:
+                return True
+    return False
+
+
 def json_body(response: requests.Response) -> Any | None:
     """The decoded JSON body, or None when the body is not JSON.
 
@@ -245,6 +280,8 @@ def json_body(response: requests.Response) -> Any | None:
     """
     try:
         text = response.content.decode("utf-8")  # strict: JSON answers are UTF-8 (RFC 8259)
+        if _too_deep(text):
+            return None
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None

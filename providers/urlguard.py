@@ -40,6 +40,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.util import parse_url
 
 from providers.errors import InvalidInput
 
@@ -323,15 +324,28 @@ class UrlGuard:
 def _split(url: str) -> SplitResult:
     if not isinstance(url, str) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise InvalidInput("URL refused: empty, or has spaces or control characters")
+    if "\\" in url:
+        raise InvalidInput("URL refused: a backslash (URL parsers disagree on where its host "
+                           "ends)")
     parts = urlsplit(url)
     if parts.scheme.lower() not in SCHEMES:
         raise InvalidInput(f"URL refused: scheme {parts.scheme or '(none)'!r} is not http or "
                            "https")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in range
-    except ValueError as exc:
-        raise InvalidInput(f"URL refused: bad port ({exc})") from None
+        other_host = parse_url(url).host
+    except ValueError as exc:  # urllib3's LocationParseError is a ValueError
+        raise InvalidInput(f"URL refused: bad port or host ({exc})") from None
+    if _idna((other_host or "").strip("[]")) != _idna(parts.hostname or ""):
+        raise InvalidInput("URL refused: URL parsers disagree on its host")
     return parts
+
+
+def _idna(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii").lower() if not host.isascii() else host.lower()
+    except UnicodeError:
+        return host.lower()
 
 
 def _host_of(parts: SplitResult) -> str:
@@ -339,7 +353,7 @@ def _host_of(parts: SplitResult) -> str:
     if not host:
         raise InvalidInput("URL refused: no host")
     if "%" in host:
-        raise InvalidInput("URL refused: IPv6 zone identifiers are not allowed")
+        raise InvalidInput("URL refused: percent-encoding or an IPv6 zone in the host")
     if ":" in host:
         return host
     try:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from providers.base import ImageInfo
 from providers.errors import EnhanceError, InvalidInput, NotFound
+from storage.durability import Durability
 
 KEY_PREFIX = "eq:"  # every key this store writes starts with it
 FINAL_RECORD_TTL_S = 30 * 24 * 3600  # a finished job's record is kept this long
@@ -178,9 +179,11 @@ class IdempotencyConflict(InvalidInput):
 class JobStore:
     """Job records in Redis. Safe to share between threads; one per process is enough."""
 
-    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = KEY_PREFIX,
+                 durability: Durability | None = None) -> None:
         self._redis = client
         self._prefix = prefix
+        self._durability = durability
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -238,19 +241,31 @@ class JobStore:
             raise UnknownJob(f"no job {job_id!r} in the job store")
         return JobRecord.model_validate_json(raw)
 
-    def update(self, job_id: str, guard: Guard, change: Change) -> JobRecord | None:
+    def update(self, job_id: str, guard: Guard, change: Change,
+               durable: bool = False) -> JobRecord | None:
         """Apply ``change`` if ``guard`` holds on the current record, atomically.
 
         Args:
             job_id: the job to change.
             guard: decides, on the record as it is now, whether the change may happen.
             change: returns the fields to set (``state`` among them for a transition).
+            durable: confirm the write durable (``storage.durability``) before returning;
+                raises ``NotDurable`` when it cannot be, the write done but unconfirmed.
 
         Returns:
             The new record, or None when the guard refused (someone else acted first).
         """
+        durability = self._durability if durable else None
+        updated = self._update(durability.client if durability else self._redis,
+                               job_id, guard, change)
+        if updated is not None and durability is not None:
+            durability.confirm()
+        return updated
+
+    def _update(self, client: redis.Redis, job_id: str, guard: Guard,
+                change: Change) -> JobRecord | None:
         key = self._key("job", job_id)
-        with self._redis.pipeline() as pipe:
+        with client.pipeline() as pipe:
             for _ in range(_CAS_ATTEMPTS):
                 try:
                     pipe.watch(key)

@@ -6,7 +6,8 @@ Errors: botocore/boto3 errors are translated in one place, ``storage_errors()``,
 the caller hands in are the caller's and pass through unchanged.
 
 Results: ``stream_result`` checks the image header before anything is written, then feeds
-the stream part by part into a multipart upload: memory stays near
+the stream part by part into a multipart upload, checking the whole file's structure on
+the way (a result cut short never completes its upload): memory stays near
 ``(max_concurrency + 3) x part_size_bytes`` whatever the size. After any failure no object it
 wrote and no incomplete upload of its own remain at the key; what another call wrote or is
 uploading at the same key is never touched (each call marks its upload and object, and
@@ -43,6 +44,7 @@ from providers.base import ImageInfo
 from providers.errors import InvalidInput
 from providers.images import content_type_for_format, inspect_image
 from storage.errors import ResultCheckFailed, StorageFailed, StorageUnavailable
+from storage.structure import StructureCheck, structure_check
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +189,23 @@ def _check_dimensions(info: ImageInfo, width: int | None, height: int | None) ->
 
 
 class _CheckedReader:
-    """Serves the probed header then the source, counting bytes and checking the total.
+    """Serves the probed header then the source, checking the total and the structure.
 
-    A size error raised from ``read`` fails the transfer, and s3transfer then aborts the
-    multipart upload. ``close`` leaves the source open: boto3 may close what it uploads
-    (boto3#929) and the source belongs to the caller.
+    Every byte goes through the format's ``StructureCheck`` as it passes; at the end of the
+    stream the byte count must match and the structure must be whole (a JPEG cut mid-scan
+    with a matching Content-Length fails here). An error raised from ``read`` fails the
+    transfer, and s3transfer then aborts the multipart upload. ``close`` leaves the source
+    open: boto3 may close what it uploads (boto3#929) and the source belongs to the caller.
     """
 
     def __init__(self, header: bytes, source: BinaryIO, expected_size: int | None,
+                 check: StructureCheck,
                  on_progress: Callable[[int], None] | None = None) -> None:
         self._header = header
         self._source = source
         self._expected_size = expected_size
+        self._check = check
+        self._finished = False
         self._on_progress = on_progress
         self.size_bytes = 0
         self.at_eof = False
@@ -211,6 +218,10 @@ class _CheckedReader:
         self.size_bytes += len(data)
         self.at_eof = self.at_eof or len(data) < size
         self._check_size()
+        self._check.feed(data)
+        if self.at_eof and not self._finished:
+            self._finished = True
+            self._check.finish()
         if self._on_progress is not None:
             self._on_progress(self.size_bytes)
         return data
@@ -311,8 +322,9 @@ class ObjectStore:
         """Stream a result into ``key`` with bounded memory, checking it on the way.
 
         The image header is read and checked (format, dimensions) before anything is
-        written; the byte count is checked as the stream ends. ``stream`` is read to its end
-        and never closed.
+        written; the file's structure is checked as it streams (``storage.structure``: a
+        JPEG must reach its end marker, a PNG's chunks their CRCs and IEND...) and the byte
+        count as the stream ends. ``stream`` is read to its end and never closed.
 
         Args:
             key: the object's key, or a function of the probed image giving it (so the
@@ -322,7 +334,8 @@ class ObjectStore:
                 (a long store renews its lease there); what it raises aborts the upload.
 
         Raises:
-            ResultCheckFailed: not an image, or its dimensions or size differ from those given.
+            ResultCheckFailed: not an image, not a whole one (cut short, broken), or its
+                dimensions or size differ from those given.
             StorageUnavailable, StorageFailed: S3 failed (see ``storage_errors``).
             Whatever ``stream.read`` or ``on_progress`` raise, unchanged.
         """
@@ -330,7 +343,8 @@ class ObjectStore:
         _check_dimensions(info, expected_width, expected_height)
         key = key(info) if callable(key) else key
         content_type = content_type or content_type_for_format(info.format)
-        reader = _CheckedReader(header, stream, expected_size, on_progress)
+        reader = _CheckedReader(header, stream, expected_size, structure_check(info.format),
+                                on_progress)
         owner = uuid.uuid4().hex  # marks this call's upload and object (see _clean_up)
         metadata = {**(metadata or {}), _OWNER_METADATA: owner}
         completed = False
@@ -462,21 +476,27 @@ class ObjectStore:
             raise
         return True
 
-    def copy(self, source: str, key: str, *,
-             metadata: Mapping[str, object] | None = None) -> StoredObject:
+    def copy(self, source: str, key: str, *, metadata: Mapping[str, object] | None = None,
+             size_bytes: int | None = None, content_type: str | None = None) -> StoredObject:
         """Copy an object (an ``s3://`` URI or a key of this bucket) to ``key``, server-side.
 
         No byte passes through this process. The copy keeps the source's content type and
         gets ``metadata`` instead of the source's; it is its own object, so deleting either
         never touches the other. S3 copies up to 5 GiB in one request, atomically: a failed
-        copy leaves nothing at ``key``.
+        copy leaves nothing at ``key``. With ``size_bytes`` and ``content_type`` known (a
+        job's recorded output), the copy is one request; otherwise the source is looked at
+        first and copied only if unchanged since.
 
         Raises:
             StorageFailed: the source is gone (``http_status`` 404), changed between the
                 look and the copy (412), or is over 5 GiB.
             StorageUnavailable: S3 throttled or could not be reached.
         """
-        src = self.head(source)
+        if size_bytes is None or content_type is None:
+            src = self.head(source)
+        else:
+            bucket, src_key = self._locate(source)
+            src = self._stored(src_key, size_bytes, content_type, None, bucket=bucket)
         if src.size_bytes > MAX_COPY_BYTES:
             raise StorageFailed(f"copy {src.uri}: {src.size_bytes} bytes is over the 5 GiB "
                                 "a single copy request takes")

@@ -1,6 +1,7 @@
 """Job-level counters shared by every process, kept in one Redis hash.
 
 Fields: ``requests:<provider>:<kind>`` (submit, poll), ``rate_limited:<provider>``,
+``submit_outcome_unknown:<provider>`` (failed submits that may have been charged),
 ``cost:<provider>``, ``reused:<provider>`` (jobs settled from an identical job's result)
 and ``saved:<provider>`` (the cost those jobs did not pay), ``stored``, ``store_lag_s_sum`` / ``store_lag_count`` (completed to
 stored), ``failed:<code>``. Read by ``enhance stats`` and the Prometheus metrics.

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from providers.errors import PermanentError, RateLimited, TransientError
 from tasks import admission, events, jobsteps, pipeline, reuse
@@ -25,6 +27,13 @@ from workers.runtime import get_runtime
 from workers.settings import get_settings
 
 log = logging.getLogger("enhance.tasks")
+
+#: The broker or the job store out of reach (restarting, failing over, read-only replica):
+#: nothing is wrong with the job, and every step leaves a ``next_check_at``, so reconcile
+#: re-drives the job once they answer again. Failing it would turn a Redis blip into a
+#: lost, and often already paid, job.
+INFRASTRUCTURE_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError,
+                         redis.exceptions.ReadOnlyError)
 
 
 class JobFailed(Exception):  # noqa: N818 - named for what Flower shows: the job failed
@@ -50,6 +59,10 @@ class JobTask(Task):
             return
         if isinstance(exc, TimeLimitExceeded):  # its lease lapses: reconcile re-drives it
             log.error("job %s: %s killed at its hard time limit", args[0], self.name)
+            return
+        if isinstance(exc, INFRASTRUCTURE_ERRORS):
+            log.warning("job %s: %s: %s; left for reconcile to re-drive", args[0],
+                        type(exc).__name__, exc)
             return
         jobsteps.fail_job(get_runtime(), args[0], exc)
 

@@ -77,6 +77,11 @@ def counted(rt: Runtime, provider: str, kind: str, call: Callable[..., T], *args
         raise
 
 
+def submit_outcome_unknown(rt: Runtime, provider: str) -> None:
+    """Count a submit whose failure does not prove it was not taken (may be charged)."""
+    rt.stats.incr(f"submit_outcome_unknown:{provider}")
+
+
 def charged(rt: Runtime, provider: str, cost: float | None) -> None:
     if cost:
         rt.stats.incr(f"cost:{provider}", float(cost))

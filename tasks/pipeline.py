@@ -30,10 +30,10 @@ from providers.errors import (
     PermanentError,
     ProtocolError,
     ProviderJobFailed,
-    ProviderTimeout,
     TransientError,
     error_for_code,
 )
+from storage.durability import NotDurable
 from storage.jobs import (
     ConcurrentWriters,
     JobRecord,
@@ -111,12 +111,11 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
     if reservation is None:
         return
     started = utcnow()
-    claimed = rt.jobs.update(
-        job_id,
-        lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
-        lambda r: {"submit_started_at": started,
-                   "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
-    )
+    try:
+        claimed = _claim_durably(rt, job_id, started)
+    except NotDurable:
+        spend.refund(rt, reservation)
+        raise
     if claimed is None:
         spend.refund(rt, reservation)
         return
@@ -149,22 +148,44 @@ def _release_claim(rt: Runtime, record: JobRecord) -> None:
     )
 
 
+def _claim_durably(rt, job_id: str, started) -> JobRecord | None:
+    """Claim the job for one paid call; the claim is durable before it returns.
+
+    A claim the store cannot confirm durable (``CLAIM_DURABILITY``) is released, and the
+    submit retried later: a claim lost to a Redis crash would let the job be paid twice.
+    """
+    try:
+        return rt.jobs.update(
+            job_id,
+            lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
+            lambda r: {"submit_started_at": started,
+                       "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
+            durable=True,
+        )
+    except NotDurable:
+        rt.jobs.update(job_id, lambda r: r.submit_started_at == started,
+                       lambda r: {"submit_started_at": None})
+        raise
+
+
 def _send_submit(rt, dispatch, provider, request, record: JobRecord,
                  reservation: spend.Reservation) -> Submission | None:
-    """The one paid call. A failure that proves it was not taken releases the claim."""
+    """The one paid call. A failure that proves it was not taken releases the claim.
+
+    Any other transient failure is an unknown outcome (``provider.submit_not_taken``):
+    counted, then failed ``outcome_unknown`` or sent again, by ``UNKNOWN_SUBMIT_POLICY``.
+    """
     try:
         return events.counted(rt, record.provider, "submit", provider.submit, request)
-    except ProviderTimeout as exc:
-        raise OutcomeUnknown(
-            f"submit sent but no answer came ({exc.message}); not retrying to avoid paying "
-            "twice", record.provider) from exc
     except InsufficientCredits as exc:  # not charged: the job waits for the top-up
         spend.refund(rt, reservation)
         _release_claim(rt, record)
         spend.pause(rt, record.provider, exc.message)
         admission.push(rt, record, front=True)
         return None
-    except TransientError:
+    except TransientError as exc:
+        if not provider.submit_not_taken(exc):
+            _unknown_submit_outcome(rt, record, exc)  # the reservation stays: maybe charged
         spend.refund(rt, reservation)
         _release_claim(rt, record)
         raise
@@ -172,6 +193,19 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
         if not isinstance(exc, ProtocolError):
             spend.refund(rt, reservation)
         raise
+
+
+def _unknown_submit_outcome(rt: Runtime, record: JobRecord, exc: TransientError) -> None:
+    """Count a submit that may have been taken; raise ``OutcomeUnknown`` unless resubmitting."""
+    events.submit_outcome_unknown(rt, record.provider)
+    if rt.settings.unknown_submit_policy == "resubmit":
+        log.warning("job %s: submit outcome unknown (%s); sending it again "
+                    "(UNKNOWN_SUBMIT_POLICY=resubmit): it may be paid twice", record.id, exc)
+        return
+    raise OutcomeUnknown(
+        f"submit outcome unknown ({exc.message}): {record.provider} may have created and "
+        "charged the job; not sending it again (UNKNOWN_SUBMIT_POLICY=fail)",
+        record.provider, exc.vendor_code, exc.http_status) from exc
 
 
 def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submission,

@@ -268,7 +268,9 @@ def _copy_result(rt: Runtime, record: JobRecord, source: JobRecord) -> bool:
     key = rt.objects.result_key(record.id, extension)
     metadata = {**object_metadata(record), "reused-from": source.id}
     try:
-        stored = rt.objects.copy(source.output.uri, key, metadata=metadata)
+        stored = rt.objects.copy(source.output.uri, key, metadata=metadata,
+                                 size_bytes=source.output.size_bytes,
+                                 content_type=source.output.content_type)
     except StorageFailed as exc:
         if exc.http_status in (404, 412):  # deleted, or replaced under us
             log.info("job %s: result of %s is gone, not reusing it", record.id, source.id)

@@ -34,10 +34,14 @@ TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in
 def celery_config(settings: Settings) -> dict:
     """The Celery configuration for ``settings``."""
     transport = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.celery_broker_url.startswith("sentinel://"):
+        transport["master_name"] = (settings.broker_sentinel_master
+                                    or settings.redis_sentinel_master)
     return {
         "broker_url": settings.celery_broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": settings.broker_connection_max_retries,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",

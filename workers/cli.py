@@ -182,7 +182,7 @@ def worker(queues, concurrency, pool, hostname, loglevel, celery_args) -> None:
     if hostname:
         argv += ["-n", hostname]
     argv += ["--prefetch-multiplier", str(prefetch_multiplier(settings, queues))]
-    app.worker_main(argv + list(celery_args))
+    sys.exit(_run_celery(app, argv + list(celery_args)))
 
 
 def prefetch_multiplier(settings, queues: str) -> int:
@@ -206,8 +206,25 @@ def beat(schedule, celery_args) -> None:
     from workers.app import app
 
     settings = _settings_or_exit()
-    app.start([*_banner(settings), "beat", "-s", schedule, "--loglevel", settings.log_level,
-               *celery_args])
+    sys.exit(_run_celery(app, [*_banner(settings), "beat", "-s", schedule, "--loglevel",
+                              settings.log_level, *celery_args]))
+
+
+def _run_celery(app, argv: list[str]) -> int:
+    """Run a ``celery`` sub-command for ``app``; return its exit status.
+
+    ``app.worker_main`` and ``app.start`` drop the status (click returns it from
+    ``main(standalone_mode=False)``), so a worker that gave up on its broker exited 0 and
+    a supervisor restarting on failure left it down.
+    """
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app
+    try:
+        status = celery.main(args=argv, standalone_mode=False)
+    finally:
+        celery.params[0].default = None
+    return status if isinstance(status, int) else 0
 
 
 def _banner(settings) -> list[str]:
@@ -347,7 +364,7 @@ def healthcheck() -> None:
     from workers.embedded import redis_answers
 
     settings = _settings_or_exit()
-    if not redis_answers(settings.redis_url, timeout_s=3):
+    if not _job_store_answers(settings):
         raise click.ClickException(f"job store does not answer at {_safe(settings.redis_url)}")
     if settings.celery_broker_url.startswith("redis"):
         if not redis_answers(settings.celery_broker_url, timeout_s=3):
@@ -381,6 +398,21 @@ def lifecycle(as_json: bool) -> None:
         return
     for rule in rules:
         click.echo(f"{rule.get('ID', '?'):<36} {json.dumps({k: v for k, v in rule.items() if k != 'ID'})}")
+
+
+def _job_store_answers(settings) -> bool:
+    """True when the job store answers PING (through its Sentinels when configured)."""
+    import redis
+
+    from workers.runtime import connect_redis
+
+    client = connect_redis(settings)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 def _safe(url: str) -> str:

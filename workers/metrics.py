@@ -27,6 +27,7 @@ def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
             "submits": raw.get(f"requests:{name}:submit", 0),
             "polls": raw.get(f"requests:{name}:poll", 0),
             "rate_limited": raw.get(f"rate_limited:{name}", 0),
+            "submit_outcome_unknown": raw.get(f"submit_outcome_unknown:{name}", 0),
             "cost": raw.get(f"cost:{name}", 0),
             "in_flight": rt.jobs.in_flight(name),
             "reused": raw.get(f"reused:{name}", 0),
@@ -75,11 +76,16 @@ class JobCollector:
                                       labels=["provider"])
         cost = CounterMetricFamily("enhance_provider_cost", "Coins/credits charged",
                                    labels=["provider"])
+        unknown = CounterMetricFamily(
+            "enhance_submit_outcome_unknown",
+            "Submits that failed without proving they were not taken (may be charged)",
+            labels=["provider"])
         for name in PROVIDERS:
             requests.add_metric([name, "submit"], figures[name]["submits"])
             requests.add_metric([name, "poll"], figures[name]["polls"])
             limited.add_metric([name], figures[name]["rate_limited"])
             cost.add_metric([name], figures[name]["cost"])
+            unknown.add_metric([name], figures[name]["submit_outcome_unknown"])
         in_flight = GaugeMetricFamily("enhance_jobs_in_flight",
                                       "Jobs the provider is working on now", labels=["provider"])
         for name in PROVIDERS:
@@ -92,7 +98,7 @@ class JobCollector:
         for name in PROVIDERS:
             reused.add_metric([name], figures[name]["reused"])
             saved.add_metric([name], figures[name]["cost_saved"])
-        yield from (requests, limited, cost, in_flight, reused, saved)
+        yield from (requests, limited, cost, unknown, in_flight, reused, saved)
         yield from _admission_metrics(figures)
         failures = CounterMetricFamily("enhance_job_failures", "Jobs failed, by error code",
                                        labels=["code"])

@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 import redis
 import requests
 from celery.signals import worker_process_init, worker_process_shutdown
+from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from providers import get_provider_class
 from providers.base import Provider
 from providers.errors import AuthFailed
 from providers.urlguard import UrlGuard, UrlPolicy, guarded_session
+from storage.durability import Durability
 from storage.jobs import JobStore
 from storage.objects import ObjectStore
 from storage.stats import Stats
@@ -25,6 +30,9 @@ from tasks.budget import ProviderBudget
 from tasks.schedule import DurationModel
 from workers.constants import USER_AGENT
 from workers.settings import Settings, get_settings
+
+#: Attempts of a job-store command while Redis restarts or fails over (backoff to 2 s each).
+STORE_RETRIES = 10
 
 
 @dataclass
@@ -44,8 +52,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.redis = redis.Redis.from_url(s.redis_url, socket_timeout=10, health_check_interval=30)
-        self.jobs = JobStore(self.redis)
+        self.redis = connect_redis(s)
+        self.jobs = JobStore(self.redis, durability=claim_durability(s))
         self.objects = ObjectStore.from_settings(s)
         self.guard = UrlGuard(UrlPolicy.from_settings(s))
         self.http = guarded_session(self.guard, USER_AGENT)
@@ -65,6 +73,40 @@ class Runtime:
         self._providers.clear()
         self.http.close()
         self.redis.close()
+
+
+def connect_redis(settings: Settings, single_connection: bool = False) -> redis.Redis:
+    """A client of the job store: at ``REDIS_URL``, or the primary ``REDIS_SENTINELS`` name.
+
+    ``single_connection`` gives a client whose commands all go over one connection (what
+    ``WAIT`` needs to count the client's own writes).
+    """
+    options = {"socket_timeout": 10, "health_check_interval": 30,
+               # ride through a restart or failover (about 15 s) instead of failing steps
+               "retry": Retry(ExponentialBackoff(cap=2.0, base=0.1), STORE_RETRIES),
+               "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+    if single_connection:
+        options["max_connections"] = 1
+    if not settings.redis_sentinels:
+        if single_connection:
+            pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+            return redis.Redis(connection_pool=pool)
+        return redis.Redis.from_url(settings.redis_url, **options)
+    login = parse_url(settings.redis_url)
+    sentinels = [(host, int(port)) for host, _, port in
+                 (item.strip().rpartition(":") for item in settings.redis_sentinels.split(","))]
+    sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": 5},
+                        username=login.get("username"), password=login.get("password"))
+    return sentinel.master_for(settings.redis_sentinel_master, db=login.get("db", 0), **options)
+
+
+def claim_durability(settings: Settings) -> Durability | None:
+    """How submit claims are confirmed durable (``CLAIM_DURABILITY``); None for ``none``."""
+    if settings.claim_durability == "none":
+        return None
+    return Durability(connect_redis(settings, single_connection=True),
+                      settings.claim_durability, settings.claim_wait_replicas,
+                      settings.claim_wait_timeout_ms)
 
 
 def build_provider(name: str, settings: Settings) -> Provider:

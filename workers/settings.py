@@ -24,7 +24,7 @@ PICWISH_DEFAULT_BASE_URL = "https://techhk.aoscdn.com"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")  # as enqueue checks a tenant
-_BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")
+_BROKER_SCHEMES = ("redis://", "rediss://", "sentinel://", "amqp://", "amqps://", "pyamqp://")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MIB = 1024 * 1024
 
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     http_deadline_s: float = Field(45.0, gt=0)  # one API call in all, however slow its bytes
     http_max_answer_bytes: int = Field(1024 * 1024, ge=4096)  # larger is protocol_error
     picwish_max_inline_answer_bytes: int = Field(48 * 1024 * 1024, ge=1024 * 1024)  # base64 results
+    result_download_deadline_s: float = Field(600.0, gt=0)  # one result download in all
+    # A failed submit that does not prove it was not taken (no answer, 500, 504...): fail
+    # the job outcome_unknown (never pays twice) or send it again (may pay twice).
+    unknown_submit_policy: Literal["fail", "resubmit"] = "fail"
 
     # --- Polling: a countdown per poll, never a sleep ----------------------------------
     hitpaw_poll_interval_s: float = Field(3.0, gt=0)  # vendor FAQ: every 2-5 s
@@ -155,6 +159,24 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    # --- Broker and job-store Redis faults ---------------------------------------------
+    # Reconnection attempts (2 s, 4 s ... 30 s apart) before a worker that lost its broker
+    # gives up and exits non-zero for its supervisor to restart it; 20 is about 6.5 min.
+    broker_connection_max_retries: int = Field(20, ge=1)
+    # Sentinels ("host:port,host:port") watching the job store's primary: the job store
+    # then connects to whichever node they name (REDIS_URL gives only database and login).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "mymaster"
+    # The broker takes Sentinel as CELERY_BROKER_URL=sentinel://h1:26379;sentinel://h2:26379
+    # under this master name (default: REDIS_SENTINEL_MASTER).
+    broker_sentinel_master: str | None = None
+    # How a submit's claim is made durable before the paid call: none (trust Redis'
+    # appendfsync), wait (WAIT for CLAIM_WAIT_REPLICAS replicas) or fsync (the job store
+    # runs appendfsync always; checked at start).
+    claim_durability: Literal["none", "wait", "fsync"] = "none"
+    claim_wait_replicas: int = Field(1, ge=1)
+    claim_wait_timeout_ms: int = Field(100, ge=1, le=10_000)
+
     @field_validator("celery_broker_url")
     @classmethod
     def _known_broker(cls, value: str) -> str:
@@ -167,6 +189,17 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("must be host:port[,host:port...]")
         return value
 
     @field_validator("s3_bucket")

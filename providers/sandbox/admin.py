@@ -2,6 +2,7 @@
 
 - ``GET  /_sandbox/health``               ``{"ok": true, "jobs": N, "requests": N}``
 - ``GET  /_sandbox/requests``             the request log (filters: provider, kind, job_id)
+- ``GET  /_sandbox/jobs``                 every job created: id, provider, source URL, cost
 - ``POST /_sandbox/reset``                forget jobs, results, the log and QPS windows
 - ``GET  /_sandbox/config``               the config (keys never shown)
 - ``POST /_sandbox/config``               patch it with a JSON object; 400 if invalid
@@ -43,6 +44,14 @@ def requests_log() -> Response:
     wanted = {key: request.args[key] for key in ("provider", "kind", "job_id") if key in request.args}
     records = [rec.to_dict() for rec in sandbox_state().log.all()]
     return jsonify([rec for rec in records if all(rec[k] == v for k, v in wanted.items())])
+
+
+@bp.get("/jobs")
+def jobs() -> Response:
+    """Every job the sandbox created (each one a paid submit), oldest first."""
+    return jsonify([{"id": job.id, "provider": job.provider, "source_url": job.source_url,
+                     "cost": job.cost, "created_at": job.created_at}
+                    for job in sandbox_state().jobs.all()])
 
 
 @bp.post("/reset")
@@ -109,4 +118,21 @@ def result(name: str) -> Response:
     path = job.outcome.output.path
     if now > job.completed_mono + state.config.result_ttl_s or not path.is_file():
         return Response(EXPIRED_BODY, status=403, mimetype="application/xml")
+    if state.chance(state.config.rate_cut_download):
+        g.fault = "cut"
+        return _cut_short(path)
     return send_file(path, conditional=True, max_age=0)
+
+
+def _cut_short(path) -> Response:
+    """The whole file's Content-Length, half its bytes, then the connection drops."""
+    size = path.stat().st_size
+
+    def body():
+        with path.open("rb") as fh:
+            yield fh.read(max(size // 2, 1))
+        raise ConnectionAbortedError("sandbox fault: download cut mid-body")
+
+    response = Response(body(), mimetype="application/octet-stream")
+    response.headers["Content-Length"] = str(size)
+    return response

@@ -69,7 +69,7 @@ class SandboxConfig(BaseModel):
     # --- Rate limits -------------------------------------------------------------------
     hitpaw_qps: float | None = Field(None, gt=0)  # unpublished by the vendor: off
     picwish_qps: float | None = Field(2.0, gt=0)  # the vendor's default per account
-    retry_after_s: int = Field(1, ge=0)  # Retry-After sent with an injected 429
+    retry_after_s: int | None = Field(1, ge=0)  # Retry-After of an injected 429; None: none
 
     # --- Faults ------------------------------------------------------------------------
     rate_429: Fraction = Field(0.0, ge=0, le=1)
@@ -80,6 +80,7 @@ class SandboxConfig(BaseModel):
     rate_envelope_error: Fraction = Field(0.0, ge=0, le=1)  # HitPaw: error as HTTP 200 + code
     rate_slow: Fraction = Field(0.0, ge=0, le=1)
     slow_response_s: float = Field(0.0, ge=0)
+    rate_cut_download: Fraction = Field(0.0, ge=0, le=1)  # result sent half, then dropped
     create_latency_s: tuple[float, float] = (0.0, 0.0)  # uniform delay of a submit's answer
 
     @field_validator("create_latency_s")

@@ -67,6 +67,8 @@ def _rate_gate(state: SandboxState, provider: str, key: str, error: ErrorBuilder
         return _with_retry_after(error("rate"), retry_after_header(wait_s))
     if state.chance(cfg.rate_429):
         g.fault = "429"
+        if cfg.retry_after_s is None:  # a 429 that says nothing about when to come back
+            return error("rate")
         return _with_retry_after(error("rate"), str(cfg.retry_after_s))
     return None
 

@@ -121,6 +121,11 @@ class JobStore:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def all(self) -> list[Job]:
+        """Every job, oldest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda job: job.created_mono)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)

@@ -477,6 +477,10 @@ def expected_figures(run: Run) -> dict:
             "submits": run.sandbox_count(provider=provider, kind="submit"),
             "polls": run.sandbox_count(provider=provider, kind="query"),
             "rate_limited": run.sandbox_count(provider=provider, status=429),
+            # submits answered with a status that does not prove "not taken" (no timeouts here)
+            "submit_outcome_unknown": sum(
+                run.sandbox_count(provider=provider, kind="submit", status=status)
+                for status in (500, 504)),
             "cost": pytest.approx(sum(r.cost or 0 for r in run.of(provider))),
             "in_flight": 0,
             "reused": sum(r.reused_from is not None for r in run.of(provider)),
@@ -522,6 +526,8 @@ def test_metrics_endpoint_reports_the_same_figures(stack, run):
         assert value("enhance_provider_rate_limited_total",
                      provider=provider) == expected["rate_limited"]
         assert value("enhance_provider_cost_total", provider=provider) == expected["cost"]
+        assert value("enhance_submit_outcome_unknown_total",
+                     provider=provider) == expected["submit_outcome_unknown"]
         assert value("enhance_jobs_in_flight", provider=provider) == 0
     assert value("enhance_results_stored_total") == figures["results"]["stored"]
     assert value("enhance_results_expired_total") == 0

@@ -432,3 +432,19 @@ def test_kustomization_lists_every_manifest(k8s):
     listed = set(kustomization["resources"])
     present = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == present
+
+
+def test_workers_and_beat_are_restarted_whatever_their_exit_status(services, k8s):
+    # A worker that gives up on a lost broker exits non-zero; one that exits 0 is gone too.
+    for name in (*WORKER_SERVICES, "beat"):
+        assert services[name]["restart"] == "always", name
+    for name in ("enhance-worker", "enhance-store-worker", "enhance-beat"):
+        assert deployments(k8s)[name]["spec"]["template"]["spec"]["restartPolicy"] == "Always"
+
+
+def test_a_separate_job_store_redis_fsyncs_every_write():
+    # Read as written: the service is behind a profile, the deployment's choice.
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["jobstore-redis"]
+    command = " ".join(service["command"])
+    assert "--appendonly yes" in command and "--appendfsync always" in command
+    assert service["profiles"] == ["jobstore"]

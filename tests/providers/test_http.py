@@ -24,6 +24,7 @@ from providers.errors import (
 )
 from providers.http import (
     ApiSession,
+    cap_socket_timeout,
     error_class_for_status,
     json_body,
     map_requests_errors,
@@ -349,3 +350,28 @@ def test_urllib3_errors_from_a_raw_read_are_provider_timeouts(raised):
     with pytest.raises(ProviderTimeout) as info, map_requests_errors("hitpaw"):
         raise raised
     assert info.value.retryable and info.value.__cause__ is raised
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["connection-close", "keep-alive"])
+def test_the_deadline_caps_the_socket_a_streamed_response_reads_from(close):
+    """With ``Connection: close`` http.client lets go of the socket; the cap must find it."""
+    extra = b"Connection: close\r\n" if close else b""
+    with DripServer(b"x" * 50, interval_s=0.05, headers=extra) as server, \
+            requests.get(server.base_url, stream=True, timeout=(1, 5)) as response:
+        cap_socket_timeout(response.raw, 0.5)
+        sock = response.raw._fp.fp.raw._sock
+        assert sock.gettimeout() == 0.5
+
+
+def test_nesting_is_refused_before_the_decoder_can_recurse_out(canned):
+    """A RecursionError caught from json can leave CPython 3.11's recursion bookkeeping off
+    (a later ast.parse raised SystemError): too deep is refused before decoding."""
+    from providers import http
+
+    assert http._too_deep("[" * 101 + "]" * 101) and not http._too_deep("[" * 100 + "]" * 100)
+    inside_strings = '{"a": "' + "[" * 5000 + '", "b": "\\"[[[", "c": [[1]]}'
+    assert not http._too_deep(inside_strings)
+    canned.add(200, inside_strings)
+    assert json_body(session_for(canned.base_url).request("GET", "/"))["c"] == [[1]]
+    canned.add(200, '{"a": ' + "[" * 150 + "]" * 150 + "}")
+    assert json_body(session_for(canned.base_url).request("GET", "/")) is None

@@ -272,3 +272,30 @@ def test_fault_rates_are_fractions(sandbox):
     sandbox.configure(rate_5xx=0.5, seed=1)
     codes = [call(sandbox, HITPAW).status_code for _ in range(60)]
     assert 10 < codes.count(500) < 50 and codes.count(400) == 60 - codes.count(500)
+
+
+@pytest.mark.parametrize("provider", [HITPAW, PICWISH])
+def test_injected_429_without_retry_after(sandbox, provider):
+    sandbox.configure(rate_429=1.0, retry_after_s=None)
+    resp = call(sandbox, provider, "submit")
+    assert resp.status_code == 429 and "Retry-After" not in resp.headers
+
+
+@pytest.mark.parametrize("provider", [HITPAW, PICWISH])
+def test_cut_download_sends_half_the_declared_body_then_drops(sandbox, provider):
+    _, url = result_url(sandbox, provider)
+    whole = requests.get(url, timeout=TIMEOUT_S).content
+    sandbox.configure(rate_cut_download=1.0)
+    with requests.get(url, stream=True, timeout=TIMEOUT_S) as resp:
+        assert int(resp.headers["Content-Length"]) == len(whole)
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            resp.content  # noqa: B018 - reading is the point
+    assert sandbox.requests()[-1].fault == "cut"
+
+
+def test_jobs_lists_every_paid_submit_with_its_source(sandbox):
+    hitpaw_id = job_id_of(HITPAW, call(sandbox, HITPAW, "submit"))
+    picwish_id = job_id_of(PICWISH, call(sandbox, PICWISH, "submit"))
+    jobs = admin(sandbox, "GET", "jobs").json()
+    assert [(j["id"], j["provider"]) for j in jobs] == [(hitpaw_id, HITPAW), (picwish_id, PICWISH)]
+    assert all(j["source_url"] == sandbox.sample_url("portrait.jpg") for j in jobs)

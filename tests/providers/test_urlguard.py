@@ -100,7 +100,10 @@ HOSTILE = [
     ("http://192.0.2.1/", "reserved"),
     ("http://198.18.0.1/", "reserved"),
     ("http://[2001:db8::1]/", "reserved"),
-    ("http://[fe80::1%25eth0]/", "zone"),
+    ("http://[fe80::1%25eth0]/", "zone|disagree"),
+    ("http://127.0.0.1%09.example.com/", "percent-encod"),
+    ("http://127.0.0.1\\@example.com/", "backslash"),
+    ("http://127.0.0.1:80\\@example.com/", "backslash"),
     ("http://1.2.3.4.5/", "malformed numeric"),
     ("http://08.0.0.1/", "malformed numeric"),
     ("http://256.0.0.1/", "malformed numeric"),
@@ -155,6 +158,15 @@ def test_public_addresses_pass():
     assert [str(a) for a in checked.addresses] == [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946"]
     assert UrlGuard(resolver=no_network).check(f"http://{PUBLIC}/").addresses == (
         ipaddress.ip_address(PUBLIC),)
+
+
+def test_international_host_names_are_checked_as_idna():
+    resolver = FakeResolver({"xn--bcher-kva.example": [[PUBLIC]],
+                             "xn--mnchen-3ya.example": [["10.0.0.1"]]})
+    guard = UrlGuard(UrlPolicy(), resolver=resolver)
+    assert guard.check("https://Bücher.example/a.jpg").host == "xn--bcher-kva.example"
+    with pytest.raises(InvalidInput, match="private"):
+        guard.check("https://München.example/a.jpg")
 
 
 def test_unresolvable_host_refused_with_its_name():

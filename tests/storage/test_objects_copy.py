@@ -61,3 +61,23 @@ def test_copy_of_a_missing_object_is_a_404_and_writes_nothing(store):
 
     assert caught.value.http_status == 404
     assert not store.exists("enhanced/c.png")
+
+
+def test_a_copy_of_a_known_object_is_one_request_and_still_404s_when_it_is_gone(store):
+    data = real_png(12, 10)
+    store.put_bytes("enhanced/k.png", data, "image/png")
+    calls = []
+    store.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+
+    copied = store.copy("enhanced/k.png", "enhanced/k2.png", size_bytes=len(data),
+                        content_type="image/png")
+
+    assert calls == ["CopyObject"]
+    assert (copied.size_bytes, copied.content_type) == (len(data), "image/png")
+    assert body(store, "enhanced/k2.png") == data
+    store.delete("enhanced/k.png")
+    with pytest.raises(StorageFailed) as caught:
+        store.copy("enhanced/k.png", "enhanced/k3.png", size_bytes=len(data),
+                   content_type="image/png")
+    assert caught.value.http_status == 404
+    assert not store.exists("enhanced/k3.png")

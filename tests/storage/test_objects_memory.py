@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from storage.objects import ObjectStore, make_s3_client
-from tests.storage.test_objects import MIB, OneWayStream, leftovers, png_header
+from tests.storage.test_objects import MIB, leftovers, png_header, whole_png
 from workers.embedded import LOOPBACK, free_port
 
 RESULT_BYTES = 200 * 1000 * 1000
@@ -53,7 +53,7 @@ def test_a_200_mb_result_streams_with_bounded_memory(moto_subprocess_endpoint):
     client.create_bucket(Bucket="memory")
     store = ObjectStore(client, "memory", part_size_bytes=5 * MIB, max_concurrency=2)
     header = png_header(24000, 18000)  # 432 megapixels, as the largest outputs are
-    stream = OneWayStream(header, RESULT_BYTES - len(header), max_read_bytes=MIB)
+    header, stream = whole_png(24000, 18000, RESULT_BYTES - len(header), max_read_bytes=MIB)
 
     tracemalloc.start()
     try:

@@ -176,6 +176,14 @@ def test_an_idempotency_key_reused_for_another_request_is_refused(system, rt, sa
     assert len(inputs.get("Contents", [])) == 1, "repeats and refusals keep no input copy"
 
 
+def test_an_idempotency_key_reused_by_another_tenant_is_refused(system, sandbox):
+    url = sandbox.sample_url("portrait.jpg")
+    first = system.enqueue(url, "hitpaw", None, idempotency_key="k3", tenant="acme")
+    assert system.enqueue(url, "hitpaw", None, idempotency_key="k3", tenant="acme") == first
+    with pytest.raises(IdempotencyConflict):
+        system.enqueue(url, "hitpaw", None, idempotency_key="k3", tenant="other")
+
+
 def test_the_same_url_request_under_one_key_is_the_same_job(system, sandbox):
     url = sandbox.sample_url("portrait.jpg")
     first = system.enqueue(url, "hitpaw", None, idempotency_key="k2")

@@ -228,7 +228,8 @@ def test_a_refused_value_error_does_not_echo_a_secret():
 @pytest.mark.parametrize(
     ("field", "value"),
     [("http_deadline_s", 0), ("http_max_answer_bytes", 100),
-     ("picwish_max_inline_answer_bytes", 1000)],
+     ("picwish_max_inline_answer_bytes", 1000), ("result_download_deadline_s", 0),
+     ("unknown_submit_policy", "retry")],
 )
 def test_answer_bounds_out_of_range_are_refused(field, value):
     refused(field, **{field: value})

@@ -1,0 +1,155 @@
+"""What a scenario's jobs came to: the promises checked from independent records.
+
+Job records say how each job ended; the sandbox's job list says what was paid for (every
+job the sandbox created is a charged submit, found by the job's unique source URL); the
+``Observer`` samples the records while the scenario runs, so each job's updates are known
+with their times, and recovery after each fault is measured from them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ops.bench.measure import percentile, rounded
+from storage.jobs import JobRecord
+from workers.runtime import get_runtime
+
+CHUNK = 500
+
+
+def read_records(ids: list[str]) -> list[JobRecord]:
+    jobs = get_runtime().jobs
+    out: list[JobRecord] = []
+    for i in range(0, len(ids), CHUNK):
+        out.extend(jobs.get_many(ids[i:i + CHUNK]))
+    return out
+
+
+@dataclass
+class Batch:
+    """The jobs of one scenario: our id -> the unique source URL it was enqueued with."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.sources)
+
+
+class Observer:
+    """Samples the batch's records in a thread; keeps every distinct update time per job."""
+
+    def __init__(self, batch: Batch, interval_s: float = 1.0) -> None:
+        self.batch = batch
+        self.interval_s = interval_s
+        self.updates: dict[str, set[float]] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="observer")
+
+    def __enter__(self) -> Observer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                recs = read_records(self.batch.ids)
+            except Exception:  # noqa: BLE001 - Redis down is a scenario, not a crash
+                self.errors += 1
+                continue
+            for rec in recs:
+                self.updates.setdefault(rec.id, set()).add(rec.updated_at.timestamp())
+
+    def recovery_s(self, at: float, records: list[JobRecord]) -> dict:
+        """Seconds from ``at`` until each job not final then was updated again."""
+        waits = []
+        for rec in records:
+            seen = sorted(self.updates.get(rec.id, ()))
+            before = [t for t in seen if t <= at]
+            if not before or (rec.state.final and rec.updated_at.timestamp() <= at):
+                continue  # not created yet, or already final
+            after = [t for t in seen if t > at]
+            if after:
+                waits.append(after[0] - at)
+        return {"jobs": len(waits), "p50_s": rounded(percentile(waits, 50)),
+                "max_s": rounded(max(waits, default=0.0))}
+
+
+def paid_submits(sandbox_jobs: list[dict], batch: Batch) -> Counter:
+    """Charged submits per job of ``batch`` (sandbox jobs created for its source URL)."""
+    by_source = Counter(job["source_url"] for job in sandbox_jobs)
+    return Counter({job_id: by_source.get(url, 0) for job_id, url in batch.sources.items()})
+
+
+def tally(batch: Batch, records: list[JobRecord], sandbox_jobs: list[dict]) -> dict:
+    """The promises: every job final, none paid twice; outcomes by error code."""
+    paid = paid_submits(sandbox_jobs, batch)
+    per_job = Counter(paid.values())
+    failed = Counter(r.error.code for r in records if r.state.value == "failed" and r.error)
+    return {
+        "enqueued": len(batch.sources),
+        "succeeded": sum(r.state.value == "succeeded" for r in records),
+        "failed_by_code": dict(sorted(failed.items())),
+        "not_final": sum(not r.state.final for r in records),
+        "not_final_states": dict(Counter(r.state.value for r in records if not r.state.final)),
+        "paid_submits": sum(paid.values()),
+        "jobs_by_paid_submits": {str(k): v for k, v in sorted(per_job.items())},
+        "paid_twice": sum(1 for n in paid.values() if n > 1),
+        "succeeded_unpaid": sum(1 for r in records
+                                if r.state.value == "succeeded" and paid[r.id] == 0),
+        "error_messages": _messages(records),
+    }
+
+
+def _messages(records: list[JobRecord], per_code: int = 3) -> dict[str, list[str]]:
+    """A few distinct error messages per code, for the reader of the report."""
+    out: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.error:
+            seen = out.setdefault(rec.error.code, [])
+            if rec.error.message[:300] not in seen and len(seen) < per_code:
+                seen.append(rec.error.message[:300])
+    return out
+
+
+def unknown_outcomes_matched(records: list[JobRecord], kills: list[dict],
+                             window_s: float) -> dict:
+    """``outcome_unknown`` jobs, and how many had a kill land during their paid call.
+
+    The paid call runs from the submit claim (``submit_started_at``) for at most the
+    connect + read timeouts (``window_s``).
+    """
+    unknown = [r for r in records if r.error and r.error.code == "outcome_unknown"]
+    matched = 0
+    for rec in unknown:
+        start = _ts(rec.submit_started_at)
+        if start is not None and any(start <= k["at"] <= start + window_s for k in kills):
+            matched += 1
+    return {"outcome_unknown": len(unknown), "matched_to_a_kill": matched,
+            "unmatched": len(unknown) - matched}
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value else None
+
+
+def wait_final(ids: list[str], timeout_s: float, interval_s: float = 1.0) -> bool:
+    """Wait until every job is final; False on timeout. Redis errors count as not yet."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if all(r.state.final for r in read_records(ids)):
+                return True
+        except Exception:  # noqa: BLE001 - the store may be restarting
+            pass
+        time.sleep(interval_s)
+    return False

@@ -1,0 +1,57 @@
+"""Scenario 7, run: jobs in flight on a Sentinel-watched Redis whose primary is SIGKILLed.
+
+The job store and the broker both go through the Sentinels (``REDIS_SENTINELS``,
+``CELERY_BROKER_URL=sentinel://...``); claims wait for the replica (``CLAIM_DURABILITY=
+wait``), so a claim written before the crash is on the node that becomes primary.
+The killed primary is restarted once the replica is promoted, as an orchestrator would:
+the Sentinels turn it into the new primary's replica, and claims can be confirmed again
+(until then submits wait: ``store_not_durable`` is transient).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ops.bench.runner import Context
+from ops.faults import params as P
+from ops.faults.outcome import Observer
+from ops.faults.redisproc import Sentinels
+from ops.faults.runner import enqueue_batch, finish, prepare, promises
+
+
+def run_failover(ctx: Context, p: P.Failover) -> dict:
+    with Sentinels(work_dir=ctx.stack.work_dir) as sentinels:
+        settings = {**p.settings, "REDIS_URL": sentinels.primary.url,
+                    "REDIS_SENTINELS": sentinels.addresses,
+                    "REDIS_SENTINEL_MASTER": Sentinels.MASTER,
+                    "CELERY_BROKER_URL": sentinels.broker_url,
+                    "CLAIM_DURABILITY": "wait", "CLAIM_WAIT_TIMEOUT_MS": 1000}
+        try:
+            return _run(ctx, p, sentinels, settings)
+        finally:
+            ctx.stack.stop_workers(kill=True)
+            ctx.stack.stop_beats()
+
+
+def _run(ctx: Context, p: P.Failover, sentinels: Sentinels, settings: dict) -> dict:
+    env = prepare(ctx, settings, processing_time_s=list(p.processing_s))
+    ctx.stack.worker(env, concurrency=p.concurrency)
+    ctx.stack.beat(env)
+    procs = [*ctx.stack.workers, *ctx.stack.beats]
+    batch = enqueue_batch(ctx, p.jobs // 2)
+    with Observer(batch) as observer:
+        time.sleep(p.kill_after_s)
+        sentinels.primary.kill()
+        killed_at = time.time()
+        promoted_at = sentinels.wait_promoted()
+        sentinels.primary.start()  # back from its AOF; the Sentinels make it a replica
+        enqueue_batch(ctx, p.jobs - p.jobs // 2, batch=batch)  # producers carry on
+        figures, records = finish(ctx, batch, p.final_timeout_s)
+    survived = sum(proc.alive() for proc in procs)
+    figures.update({
+        "promotion_s": round(promoted_at - killed_at, 2),
+        "processes_alive_after": f"{survived}/{len(procs)}",
+        "recovery": observer.recovery_s(killed_at, records),
+    })
+    return {"params": P.as_dict(p), "figures": figures,
+            "promises": promises(figures, processes_carried_on=survived == len(procs))}

@@ -1,0 +1,72 @@
+"""The fault suite's smoke run keeps the promises: every job final, nothing paid twice.
+
+Runs ``python -m ops.faults --smoke`` as a subprocess (the real system, small) and checks
+the report: every scenario ran, and in every run of every scenario no job was left
+non-final and no job was paid for twice (the sandbox's job list). Timings and recovery
+figures are in the report for the full run to show; none is asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("faults")
+    proc = subprocess.run([sys.executable, "-m", "ops.faults", "--smoke", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert "scenario" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "report.txt").read_text().startswith("fault suite (smoke)")
+    return json.loads((out / "report.json").read_text())
+
+
+def runs(scenario: dict) -> list[tuple[str, dict]]:
+    figures = scenario.get("figures", {})
+    if "enqueued" in figures:
+        return [("-", figures)]
+    return [(name, fig) for name, fig in figures.items()
+            if isinstance(fig, dict) and "enqueued" in fig]
+
+
+def test_every_scenario_ran(report):
+    assert report["errors"] == {}
+    assert sorted(report["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7"]
+
+
+@pytest.mark.parametrize("number", ["1", "2", "3", "4", "5", "6", "7"])
+def test_no_job_left_non_final_and_none_paid_twice(report, number):
+    scenario = report["scenarios"][number]
+    if scenario.get("available") is False:
+        pytest.skip(scenario["reason"])
+    checked = runs(scenario)
+    assert checked, scenario
+    for name, figures in checked:
+        assert figures["enqueued"] > 0, name
+        assert figures["not_final"] == 0, (name, figures)
+        assert not figures["timed_out"], (name, figures)
+        assert figures["paid_twice"] == 0, (name, figures)
+        assert figures["succeeded_unpaid"] == 0, (name, figures)
+
+
+def test_crash_storm_killed_workers_and_beat(report):
+    figures = report["scenarios"]["1"]["figures"]
+    assert figures["worker_kills"] >= 2 and figures["beat_kills"] == 1
+    assert figures["matched_to_a_kill"] <= figures["outcome_unknown"]
+
+
+def test_malformed_answers_never_escape_our_error_tree(report):
+    generated = report["scenarios"]["5"]["figures"]["generated"]
+    if not generated["available"]:
+        pytest.skip(generated["reason"])
+    assert generated["distinct_answers"] >= 100
+    assert generated["unhandled_exceptions"] == 0

@@ -1,0 +1,33 @@
+"""A submit whose claim cannot be made durable makes no paid call and keeps no claim."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.durability import NotDurable
+from storage.jobs import JobState
+from tasks import pipeline
+from tests.system import System, image_bytes
+from tests.tasks.test_steps import RecordingDispatcher
+
+
+@pytest.fixture
+def durable_system(system_env, tmp_path):
+    # No replica answers on the test Redis: WAIT 1 can never be satisfied.
+    env = {**system_env, "CLAIM_DURABILITY": "wait", "CLAIM_WAIT_TIMEOUT_MS": "20"}
+    deployment = System(env, tmp_path)
+    yield deployment
+    deployment.stop()
+
+
+def test_an_unconfirmed_claim_is_released_before_any_paid_call(durable_system, sandbox):
+    job_id = durable_system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    dispatch = RecordingDispatcher()
+
+    with pytest.raises(NotDurable):
+        pipeline.submit_job(durable_system.runtime, dispatch, job_id)
+
+    record = durable_system.job(job_id)
+    assert (record.state, record.submit_started_at) == (JobState.QUEUED, None)
+    assert sandbox.count(kind="submit") == 0
+    assert dispatch.sent == []
