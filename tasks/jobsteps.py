@@ -93,7 +93,8 @@ def _check_queued(rt: Runtime, record: JobRecord, now: datetime) -> None:
             raise OutcomeUnknown(
                 "a previous submit attempt was interrupted after calling the provider; "
                 "not submitting again to avoid paying twice", record.provider)
-    elif record.deadline_at and now > record.deadline_at:
+    elif record.follows is None and record.deadline_at and now > record.deadline_at:
+        # a follower waits on its leader, which was admitted in time: its deadline rules
         raise DeadlineExceeded("the job was not admitted to the provider before its "
                                "deadline", record.provider)
 

@@ -141,6 +141,10 @@ class SandboxServer:
         return self._running_state().log.count(provider=provider, kind=kind,
                                                job_id=job_id, status=status)
 
+    def release(self, within_s: float = 1.0) -> int:
+        """Let every job still processing finish within ``within_s`` (see ``JobStore``)."""
+        return self._running_state().jobs.release(within_s)
+
     def reset(self) -> None:
         """Forget jobs, results, the request log and the QPS windows."""
         self._running_state().reset()

@@ -12,22 +12,20 @@ POLLING = ("submitted", "processing")
 
 
 def test_one_worker_process_carries_hundreds_of_jobs_in_flight(system, sandbox):
-    sandbox.configure(processing_time_s=(8.0, 10.0))
-    system.start_worker(concurrency=1, HITPAW_POLL_INTERVAL_S="2", HITPAW_POLL_MAX_INTERVAL_S="4")
+    # Jobs are held at the provider until all of them are in flight at once, so what is
+    # asserted is capacity (nothing blocks on a job), not how fast a loaded machine submits.
+    sandbox.configure(processing_time_s=(3000.0, 3000.0))
+    system.start_worker(concurrency=1, HITPAW_POLL_INTERVAL_S="4", HITPAW_POLL_MAX_INTERVAL_S="5")
     source = sandbox.sample_url("portrait.jpg")
     jobs = 300
     ids = [system.enqueue(source, "hitpaw", "general_2x") for _ in range(jobs)]
 
-    peak = 0
+    held = system.wait(ids, timeout_s=300,
+                       until=lambda records: all(r.state.value in POLLING for r in records))
+    assert sum(r.state.value in POLLING for r in held) == jobs, "not every job was in flight"
+    assert sandbox.release(within_s=5) == jobs
+    records = system.wait(ids, timeout_s=240)
 
-    def track(records):
-        nonlocal peak
-        peak = max(peak, sum(r.state.value in POLLING for r in records))
-        return all(r.state.final for r in records)
-
-    records = system.wait(ids, timeout_s=240, until=track)
-
-    assert peak >= 200, f"only {peak} jobs were ever in flight at once"
     assert [r.state.value for r in records] == ["succeeded"] * jobs
     assert sandbox.count(provider="hitpaw", kind="submit") == jobs
 

@@ -153,3 +153,17 @@ def test_reconcile_fails_a_job_that_can_no_longer_succeed(system, rt, dispatch, 
     record = rt.jobs.get(job_id)
     assert (record.state, record.error.code) == (JobState.FAILED, code)
     assert dispatch.sent == []
+
+
+def test_a_follower_past_its_queue_deadline_waits_for_its_leader(system, rt, dispatch):
+    from tasks.jobsteps import check_still_possible
+
+    leader = system.enqueue(image_bytes(40, 40), "hitpaw")
+    follower = system.enqueue(image_bytes(41, 40), "hitpaw")
+    past = utcnow() - timedelta(seconds=1)
+    waiting = force(rt, follower, follows=leader, deadline_at=past)
+    check_still_possible(rt, waiting)  # its leader was admitted in time: no deadline here
+
+    alone = force(rt, leader, deadline_at=past)
+    with pytest.raises(DeadlineExceeded):
+        check_still_possible(rt, alone)
