@@ -15,7 +15,7 @@ from pathlib import Path
 from ops.bench import params as P
 from ops.bench.memory import large_results, many_in_flight
 from ops.bench.report import machine, print_summary, write_chart, write_json
-from ops.bench.runner import Context
+from ops.bench.runner import Context, parse_suite_args
 from ops.bench.scenarios import naive, orchestration, provider_cap
 from ops.bench.stack import Stack
 
@@ -29,19 +29,9 @@ SCENARIOS = {  # number -> (name, run, params attribute)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__)
-    parser.add_argument("--scenarios", default="1,2,3,4,5",
-                        help="comma-separated scenario numbers (default: all)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="every scenario tiny: same code paths, well under 2 minutes")
-    parser.add_argument("--out", type=Path, default=Path("ops/bench/reports"),
-                        help="directory for report.json and report.png")
-    args = parser.parse_args(argv)
-    args.scenarios = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in args.scenarios if n not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenarios: {', '.join(unknown)}")
-    return args
+    return parse_suite_args("python -m ops.bench", __doc__, SCENARIOS, out_dir=Path("ops/bench/reports"),
+                            smoke_help="every scenario tiny: same code paths, well under 2 minutes",
+                            out_help="directory for report.json and report.png", argv=argv)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -9,9 +9,11 @@ log (what reached the provider, with its status), and the workers' own counters
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ops.bench.measure import MIB, CpuWindow, Sample, TreeSampler, percentile, rounded
 from ops.bench.stack import Launched, Stack, wait_until
@@ -104,6 +106,23 @@ def task_totals(workers: list[Launched]) -> Counter:
         totals.update(stats.get("total", {}))
     return totals
 
+
+
+def parse_suite_args(prog: str, description: str | None, scenarios: dict, *, out_dir: Path,
+                     smoke_help: str, out_help: str,
+                     argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of a scenario suite (``ops.bench``, ``ops.faults``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--scenarios", default=",".join(scenarios),
+                        help="comma-separated scenario numbers (default: all)")
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    parser.add_argument("--out", type=Path, default=out_dir, help=out_help)
+    args = parser.parse_args(argv)
+    args.scenarios = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    unknown = [n for n in args.scenarios if n not in scenarios]
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(unknown)}")
+    return args
 
 @dataclass
 class JobsRun:

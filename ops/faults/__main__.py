@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from ops.bench.report import machine
-from ops.bench.runner import Context
+from ops.bench.runner import Context, parse_suite_args
 from ops.faults import params as P
 from ops.faults.failover import failover
 from ops.faults.hostile import malformed
@@ -41,19 +41,9 @@ SCENARIOS = {  # number -> (name, run, params attribute)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ops.faults", description=__doc__)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help="comma-separated scenario numbers (default: all)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="every scenario small: same code paths, under 3 minutes")
-    parser.add_argument("--out", type=Path, default=Path("ops/faults/reports"),
-                        help="directory for report.json and report.txt")
-    args = parser.parse_args(argv)
-    args.scenarios = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in args.scenarios if n not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenarios: {', '.join(unknown)}")
-    return args
+    return parse_suite_args("python -m ops.faults", __doc__, SCENARIOS, out_dir=Path("ops/faults/reports"),
+                            smoke_help="every scenario small: same code paths, under 3 minutes",
+                            out_help="directory for report.json and report.txt", argv=argv)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -83,15 +83,7 @@ class SandboxConfig(BaseModel):
     rate_cut_download: Fraction = Field(0.0, ge=0, le=1)  # result sent half, then dropped
     create_latency_s: tuple[float, float] = (0.0, 0.0)  # uniform delay of a submit's answer
 
-    @field_validator("create_latency_s")
-    @classmethod
-    def _latency_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if low < 0 or high < low:
-            raise ValueError("must be (min, max) with 0 <= min <= max")
-        return value
-
-    @field_validator("processing_time_s")
+    @field_validator("processing_time_s", "create_latency_s")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = value

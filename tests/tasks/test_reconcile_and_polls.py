@@ -15,18 +15,8 @@ from providers.errors import ProtocolError
 from storage.jobs import IdempotencyConflict, JobState, utcnow
 from tasks import jobsteps, pipeline
 from tests.system import image_bytes
-from tests.tasks.test_steps import RecordingDispatcher, force, submitted_job
+from tests.tasks.test_steps import force, submitted_job
 from workers.settings import Settings
-
-
-@pytest.fixture
-def rt(system):
-    return system.runtime
-
-
-@pytest.fixture
-def dispatch():
-    return RecordingDispatcher()
 
 
 def due_ids(rt):

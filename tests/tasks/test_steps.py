@@ -38,16 +38,6 @@ class RecordingDispatcher:
         self.sent.append(("store", job_id))
 
 
-@pytest.fixture
-def rt(system):
-    return system.runtime
-
-
-@pytest.fixture
-def dispatch():
-    return RecordingDispatcher()
-
-
 def submitted_job(system, rt, dispatch, provider="hitpaw", **options):
     job_id = system.enqueue(image_bytes(40, 40), provider, None, options=options)
     pipeline.submit_job(rt, dispatch, job_id)

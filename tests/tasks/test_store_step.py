@@ -17,18 +17,8 @@ from storage.jobs import JobState, utcnow
 from storage.objects import ObjectStore, make_s3_client
 from tasks import pipeline, store
 from tests.system import image_bytes
-from tests.tasks.test_steps import RecordingDispatcher, force, submitted_job
+from tests.tasks.test_steps import force, submitted_job
 from workers.embedded import free_port
-
-
-@pytest.fixture
-def rt(system):
-    return system.runtime
-
-
-@pytest.fixture
-def dispatch():
-    return RecordingDispatcher()
 
 
 def storing_job(system, rt, dispatch, provider="hitpaw", **options):
