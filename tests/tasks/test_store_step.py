@@ -178,16 +178,6 @@ def test_a_second_query_that_returns_no_bytes_fails_instead_of_storing_nothing(
     assert objects_of(rt, record.id) == ([], [])
 
 
-def test_pipeline_and_store_do_not_import_each_other_in_a_cycle():
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(store))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "tasks.pipeline" not in imported
-    assert "tasks.jobsteps" in imported
-
-
 def test_a_store_past_its_soft_time_limit_releases_its_lease_for_a_retry(
         system, rt, dispatch, monkeypatch):
     from celery.exceptions import SoftTimeLimitExceeded
