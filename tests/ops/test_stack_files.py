@@ -114,10 +114,35 @@ def test_compose_file_validates_and_has_every_role(services):
         assert Path(svc["build"]["context"]).resolve() == ROOT
 
 
-def test_compose_refuses_to_run_flower_without_basic_auth(tmp_path):
+COMPOSE_MISSING_AUTH = "set FLOWER_BASIC_AUTH=user:password in .env (cp .env.example .env first)"
+
+
+def _one_short_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and len(lines[0]) < 300, stderr
+    return lines[0]
+
+
+def test_compose_without_env_file_stops_with_one_short_line(tmp_path):
     result = run_compose_config(tmp_path, [])
     assert result.returncode != 0
-    assert "FLOWER_BASIC_AUTH" in result.stderr
+    assert _one_short_line(result.stderr).endswith(COMPOSE_MISSING_AUTH)
+
+
+def test_env_example_as_shipped_stops_compose_on_the_one_required_secret(tmp_path):
+    result = run_compose_config(tmp_path, ENV_EXAMPLE.read_text().splitlines())
+    assert result.returncode != 0
+    assert _one_short_line(result.stderr).endswith(COMPOSE_MISSING_AUTH)
+
+
+def test_env_example_works_once_its_required_secret_is_set(tmp_path):
+    lines = [line if line != "FLOWER_BASIC_AUTH=" else "FLOWER_BASIC_AUTH=admin:s3cret"
+             for line in ENV_EXAMPLE.read_text().splitlines()]
+    assert lines != ENV_EXAMPLE.read_text().splitlines(), "FLOWER_BASIC_AUTH= is not shipped"
+    result = run_compose_config(tmp_path, lines)
+    assert result.returncode == 0, result.stderr
+    flower = yaml.safe_load(result.stdout)["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "admin:s3cret"
 
 
 def test_app_services_set_only_real_settings(services):
@@ -358,7 +383,8 @@ def test_env_example_sets_no_secret():
     for line in ENV_EXAMPLE.read_text().splitlines():
         match = _ENV_LINE.match(line)
         if match and any(word in match.group(1) for word in SECRET_WORDS):
-            assert line.startswith("#"), f"uncommented secret line: {line}"
+            # A required secret is shipped uncommented but empty, for the user to fill in.
+            assert line.startswith("#") or not match.group(2), f"secret value shipped: {line}"
 
 
 # --- Kubernetes --------------------------------------------------------------------------
