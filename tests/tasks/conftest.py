@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tasks.test_steps import RecordingDispatcher
+from tests.tasks.dispatch import RecordingDispatcher
 
 
 @pytest.fixture

@@ -14,29 +14,9 @@ import redis
 
 from storage.jobs import JobRecord, JobSource, Priority
 from tasks import admission, spend
+from tests.tasks.dispatch import RecordingDispatcher
 from workers.runtime import Runtime
 from workers.settings import Settings
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    def admit(self, provider, token, countdown_s=0):
-        self.sent.append(("admit", provider, token, countdown_s))
-
-    def submit(self, job_id, countdown_s=0):
-        self.sent.append(("submit", job_id))
-
-    def submit_many(self, jobs):
-        for job_id, countdown_s in jobs:
-            self.submit(job_id, countdown_s)
-
-    def poll(self, job_id, token, countdown_s, waited=False):
-        self.sent.append(("poll", job_id))
-
-    def store(self, job_id, countdown_s=0):
-        self.sent.append(("store", job_id))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from storage.durability import NotDurable
 from storage.jobs import JobState
 from tasks import pipeline
 from tests.system import System, image_bytes
-from tests.tasks.test_steps import RecordingDispatcher
+from tests.tasks.dispatch import RecordingDispatcher
 
 
 @pytest.fixture

@@ -17,27 +17,6 @@ from tasks import admission, pipeline
 from tests.system import image_bytes
 
 
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    def admit(self, provider, token, countdown_s=0):
-        self.sent.append(("admit", provider))
-
-    def submit(self, job_id, countdown_s=0):
-        self.sent.append(("submit", job_id))
-
-    def submit_many(self, jobs):
-        for job_id, countdown_s in jobs:
-            self.submit(job_id, countdown_s)
-
-    def poll(self, job_id, token, countdown_s, waited=False):
-        self.sent.append(("poll", job_id, token, countdown_s))
-
-    def store(self, job_id, countdown_s=0):
-        self.sent.append(("store", job_id))
-
-
 def submitted_job(system, rt, dispatch, provider="hitpaw", **options):
     job_id = system.enqueue(image_bytes(40, 40), provider, None, options=options)
     pipeline.submit_job(rt, dispatch, job_id)
