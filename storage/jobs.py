@@ -9,6 +9,9 @@ Keys (all under ``KEY_PREFIX``):
 - ``counts``: hash of state -> number of jobs in that state now.
 - ``events:<id>``: a pub/sub channel that announces each change of a job's record, so a
   person waiting on a job (``enhance submit --wait``) blocks on it instead of polling.
+- ``notify``: sorted set of final job ids whose webhook or ``on_done`` callback is still
+  owed (``storage.notifications``), scored by when their next notify run was to start;
+  written in the same ``MULTI`` as the final transition, so no crash can lose one.
 
 Every change goes through ``JobStore.update(job_id, guard, change)``: the record is read
 under ``WATCH``, the guard decides on what was read, and the write happens in one
@@ -32,6 +35,7 @@ from pydantic import BaseModel, Field
 from providers.base import ImageInfo
 from providers.errors import EnhanceError, InvalidInput, NotFound
 from storage.durability import Durability
+from storage.notifications import Notification
 
 KEY_PREFIX = "eq:"  # every key this store writes starts with it
 FINAL_RECORD_TTL_S = 30 * 24 * 3600  # a finished job's record is kept this long
@@ -138,6 +142,7 @@ class JobRecord(BaseModel):
     follows: str | None = None  # the in-flight job whose result this one waits for
     leaders_failed: int = 0  # how many jobs this one followed that then failed
     reused_from: str | None = None  # the job whose result was copied instead of paying
+    notify: Notification | None = None  # webhook / on_done callback (tasks.notify); None: none
 
     @property
     def output_uri(self) -> str | None:
@@ -152,8 +157,10 @@ class JobRecord(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def duration_s(self) -> float:
-        """Seconds from creation to the last update."""
-        return (self.updated_at - self.created_at).total_seconds()
+        """Seconds from creation to the last update; for a final job, to when it ended
+        (its notification's bookkeeping later does not count)."""
+        ended = self.transitions.get(self.state.value) if self.state.final else None
+        return ((ended or self.updated_at) - self.created_at).total_seconds()
 
 
 Guard = Callable[[JobRecord], bool]
@@ -300,6 +307,8 @@ class JobStore:
         if record.state.final:
             pipe.expire(key, FINAL_RECORD_TTL_S)
             pipe.zrem(self._key("due"), record.id)
+            if record.notify is not None:  # nothing more per transition for other jobs
+                self._owe_notification(pipe, record)
         elif record.next_check_at is not None:
             pipe.zadd(self._key("due"), {record.id: record.next_check_at.timestamp()})
         if previous is None or previous.state != record.state:
@@ -309,6 +318,23 @@ class JobStore:
             if previous is not None:
                 for field in (previous.state.value, f"{previous.provider}:{previous.state.value}"):
                     pipe.hincrby(counts, field, -1)
+
+    def _owe_notification(self, pipe: Any, record: JobRecord) -> None:
+        notify = record.notify
+        if notify.pending(record.state.value):
+            expected_at = notify.expected_at or record.updated_at
+            pipe.zadd(self._key("notify"), {record.id: expected_at.timestamp()})
+        else:
+            pipe.zrem(self._key("notify"), record.id)
+
+    def notifications_overdue(self, before: datetime, limit: int = 500) -> list[str]:
+        """Ids of final jobs whose notify run was to start before ``before`` and is owed still."""
+        ids = self._redis.zrangebyscore(self._key("notify"), "-inf", before.timestamp(), 0, limit)
+        return [job_id.decode() for job_id in ids]
+
+    def forget_notification(self, job_id: str) -> None:
+        """Take ``job_id`` off the notify set (its record is gone or cannot be read)."""
+        self._redis.zrem(self._key("notify"), job_id)
 
     def watch(self, job_ids: Iterable[str], timeout_s: float) -> Iterator[list[JobRecord]]:
         """Yield the jobs' records now, then again after each change, until ``timeout_s``.

@@ -19,7 +19,7 @@ from celery.exceptions import TimeLimitExceeded
 from kombu.exceptions import OperationalError
 
 from providers.errors import PermanentError, RateLimited, TransientError
-from tasks import admission, events, jobsteps, pipeline, reuse
+from tasks import admission, events, jobsteps, notify, pipeline, reuse
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
@@ -124,6 +124,19 @@ def reuse_result(self: Task, job_id: str, leader_id: str | None = None,
                  action: str | None = None) -> None:
     """Settle a job that waited on an identical one: copy its result, or carry on alone."""
     run_step(self, reuse.settle_follower, job_id, leader_id, action)
+
+
+@app.task(name="enhance.notify", ignore_result=True, acks_late=True,
+          reject_on_worker_lost=True)
+def notify_job(job_id: str, token: str | None = None) -> None:
+    """Send a finished job's on_done callback and make one webhook attempt (``tasks.notify``)."""
+    notify.run(get_runtime(), notify.send, job_id, token)
+
+
+@app.task(name="enhance.notify_sweep", ignore_result=True)
+def notify_sweep() -> int:
+    """Re-send notifications a lost worker left owed, and webhook retries now due (beat)."""
+    return notify.sweep(get_runtime(), notify.send)
 
 
 @app.task(name="enhance.reconcile", ignore_result=True)

@@ -14,7 +14,8 @@ from typing import Any
 from providers import get_provider_class
 from providers.errors import InvalidInput
 from storage.jobs import DEFAULT_TENANT, JobRecord, Priority, seconds_from_now
-from tasks import events, jobsteps, staging
+from tasks import events, jobsteps, notify, staging
+from tasks.notify import WebhookNotConfigured, WebhookVerificationFailed, verify_webhook
 from tasks.reuse import ReuseMode, admit, check_mode, fingerprint_for, place
 from tasks.staging import Source
 from workers.runtime import Runtime, get_runtime
@@ -34,6 +35,10 @@ def enqueue(
     reuse: ReuseMode = True,
     priority: str = Priority.INTERACTIVE.value,
     deadline_s: float | None = None,
+    webhook: str | None = None,
+    webhook_events: list[str] | None = None,
+    on_done: str | dict[str, Any] | None = None,
+    on_done_queue: str | None = None,
     runtime: Runtime | None = None,
 ) -> str:
     """Queue an enhancement and return its job id at once.
@@ -55,6 +60,14 @@ def enqueue(
             guaranteed share of admissions, ``BATCH_SHARE_EVERY``).
         deadline_s: fail the job ``deadline_exceeded`` if it is not admitted within this
             many seconds (default ``QUEUE_DEADLINE_S``).
+        webhook: an http(s) URL that gets a signed Standard Webhooks POST when the job ends
+            (README, "Webhooks and callbacks"); it passes the same URL guard as sources.
+        webhook_events: which ends to send: ``job.succeeded``, ``job.failed``,
+            ``job.cancelled`` (or ``succeeded``...; ``completed`` = all, the default).
+        on_done: a Celery task name or signature sent when the job ends, with the job (a
+            JSON dict, as the webhook's ``data``) as its first argument.
+        on_done_queue: the queue ``on_done`` goes to when its signature names none
+            (default ``celery``).
         runtime: the process runtime (tests); the environment's by default.
 
     Raises:
@@ -62,7 +75,10 @@ def enqueue(
             private or metadata address...); an ``s3://`` bucket is neither ``S3_BUCKET``
             nor in ``S3_SOURCE_BUCKETS``; a local source is not a regular file, is over
             ``LOCAL_SOURCE_MAX_BYTES``, or is not an accepted image (SECURITY.md); ``tenant`` or
-            ``reuse``, ``priority`` or ``deadline_s`` is not a value they take.
+            ``reuse``, ``priority`` or ``deadline_s`` is not a value they take; the webhook
+            URL breaks the URL guard, an event name is unknown, ``on_done`` is not a task
+            name or JSON-serialisable signature.
+        WebhookNotConfigured: ``webhook`` is given and ``WEBHOOK_SECRET`` is not set.
         IdempotencyConflict: ``idempotency_key`` was used before for a different request
             (an ``InvalidInput``, code ``idempotency_conflict``).
     """
@@ -77,6 +93,7 @@ def enqueue(
         source=staging.JobSource(uri="pending:"), idempotency_key=idempotency_key,
         tenant=tenant, priority=_priority(priority), deadline_at=deadline,
         next_check_at=deadline,
+        notify=notify.prepare(rt, webhook, webhook_events, on_done, on_done_queue),
     )
     record.source = staging.stage_source(rt, record.id, source, filename)
     try:
@@ -117,4 +134,5 @@ def get_job(job_id: str, *, runtime: Runtime | None = None) -> JobRecord:
     return (runtime or get_runtime()).jobs.get(job_id)
 
 
-__all__ = ["enqueue", "get_job", "InvalidInput"]
+__all__ = ["enqueue", "get_job", "verify_webhook", "InvalidInput", "WebhookNotConfigured",
+           "WebhookVerificationFailed"]

@@ -16,6 +16,7 @@ from workers.constants import (
     ADMIT_QUEUE,
     ALL_QUEUES,
     MAINTENANCE_QUEUE,
+    NOTIFY_QUEUE,
     POLL_QUEUE,
     STORE_QUEUE,
     SUBMIT_QUEUE,
@@ -26,8 +27,9 @@ TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in
     name: {"queue": queue, "exchange": queue, "routing_key": queue}
     for name, queue in (("enhance.admit", ADMIT_QUEUE), ("enhance.submit", SUBMIT_QUEUE),
                         ("enhance.poll", POLL_QUEUE), ("enhance.store", STORE_QUEUE),
-                        ("enhance.reuse", STORE_QUEUE),
-                        ("enhance.reconcile", MAINTENANCE_QUEUE))
+                        ("enhance.reuse", STORE_QUEUE), ("enhance.notify", NOTIFY_QUEUE),
+                        ("enhance.reconcile", MAINTENANCE_QUEUE),
+                        ("enhance.notify_sweep", MAINTENANCE_QUEUE))
 }
 
 
@@ -67,7 +69,12 @@ def celery_config(settings: Settings) -> dict:
                 "task": "enhance.reconcile",
                 "schedule": settings.reconcile_interval_s,
                 "options": {"expires": settings.reconcile_interval_s},
-            }
+            },
+            "notify-sweep": {  # re-sends webhooks and callbacks a lost worker left owed
+                "task": "enhance.notify_sweep",
+                "schedule": settings.reconcile_interval_s,
+                "options": {"expires": settings.reconcile_interval_s},
+            },
         },
     }
 

@@ -64,6 +64,10 @@ def job_json(record) -> dict:
     }
     if record.output:
         data["output"] = record.output.model_dump()
+    if record.notify is not None:
+        from tasks.notify import status_json
+
+        data["notify"] = status_json(record)
     return data
 
 
@@ -81,6 +85,10 @@ def _print_job(record, as_json: bool) -> None:
         click.echo(f"  waiting on: job {record.follows} (same image, already in flight)")
     if record.error:
         click.echo(f"  error: {record.error.code}: {record.error.message}")
+    if record.notify is not None:  # webhook attempts, on_done callback
+        from tasks.notify import status_lines
+
+        click.echo("\n".join(status_lines(record)))
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:

@@ -11,7 +11,11 @@ POLL_QUEUE = "enhance.poll"
 #: Copies of finished results into S3 (and server-side copies of reused results); never
 #: waits behind submissions or the provider budget.
 STORE_QUEUE = "enhance.store"
+#: Webhook deliveries and ``on_done`` callbacks of jobs that ended (``tasks.notify``):
+#: short HTTP calls to the backend's receivers, never behind the provider's queues.
+NOTIFY_QUEUE = "enhance.notify"
 #: The periodic reconcile task and other housekeeping.
 MAINTENANCE_QUEUE = "enhance.maintenance"
 
-ALL_QUEUES = (ADMIT_QUEUE, SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, MAINTENANCE_QUEUE)
+ALL_QUEUES = (ADMIT_QUEUE, SUBMIT_QUEUE, POLL_QUEUE, STORE_QUEUE, NOTIFY_QUEUE,
+              MAINTENANCE_QUEUE)

@@ -10,6 +10,8 @@ Tests build ``Settings(...)`` directly instead of touching the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -154,6 +156,34 @@ class Settings(BaseSettings):
     poll_protocol_retries: int = Field(3, ge=0)  # garbled poll answers asked again in a row
     lifecycle_inputs_expire_days: int = Field(7, ge=1)  # backstop for staged inputs
     lifecycle_abort_incomplete_days: int = Field(1, ge=1)  # backstop for lost uploads
+
+    # --- Webhooks and on_done callbacks (tasks.notify; README "Webhooks and callbacks") --
+    # Standard Webhooks secret(s), "whsec_<base64>"; two, space-separated, while rotating
+    # (every delivery is then signed with both). Required before a job may ask for a webhook.
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(10.0, gt=0)  # one delivery's answer, in all
+    webhook_retry_base_s: float = Field(5.0, gt=0)  # first retry; each later one x4...
+    webhook_retry_max_interval_s: float = Field(3600.0, gt=0)  # ...up to this apart
+    webhook_retry_window_s: float = Field(24 * 3600.0, gt=0)  # retried this long after the end
+    notify_lost_after_s: float = Field(60.0, gt=0)  # a notify run this overdue is sent again
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secrets(cls, value: object) -> object:
+        """One or two ``whsec_`` secrets of base64 bytes; the value is never echoed."""
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(plain, str):
+            return value
+        secrets = plain.split()
+        if not secrets:
+            return None
+        if len(secrets) > 2:
+            raise ValueError("holds more than two secrets (two while rotating); not shown")
+        for secret in secrets:
+            if not secret.startswith("whsec_") or not _is_base64(secret[6:]):
+                raise ValueError("each secret must be whsec_ followed by base64 bytes "
+                                 "(Standard Webhooks); the value is not shown")
+        return " ".join(secrets)
 
     # --- Logs --------------------------------------------------------------------------
     log_format: Literal["text", "json"] = "text"
@@ -313,6 +343,13 @@ def parse_tenant_map(value: str) -> dict[str, float]:
         if result[tenant] < 0:
             raise ValueError(f"{item!r}: must not be negative")
     return result
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text + "=" * (-len(text) % 4), validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 @lru_cache(maxsize=1)

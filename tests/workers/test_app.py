@@ -11,6 +11,7 @@ from workers.constants import (
     ADMIT_QUEUE,
     ALL_QUEUES,
     MAINTENANCE_QUEUE,
+    NOTIFY_QUEUE,
     POLL_QUEUE,
     STORE_QUEUE,
     SUBMIT_QUEUE,
@@ -23,7 +24,9 @@ EXPECTED_QUEUES = {
     "enhance.poll": POLL_QUEUE,
     "enhance.store": STORE_QUEUE,
     "enhance.reuse": STORE_QUEUE,
+    "enhance.notify": NOTIFY_QUEUE,
     "enhance.reconcile": MAINTENANCE_QUEUE,
+    "enhance.notify_sweep": MAINTENANCE_QUEUE,
 }
 
 
@@ -99,9 +102,12 @@ def test_every_registered_task_has_a_route(app):
     assert set(TASK_ROUTES) == ours
 
 
-def test_beat_runs_reconcile_on_the_maintenance_queue(app):
-    entry = app.conf.beat_schedule["reconcile"]
-    assert entry["task"] == "enhance.reconcile"
+@pytest.mark.parametrize(("entry_name", "task"), [("reconcile", "enhance.reconcile"),
+                                                  ("notify-sweep", "enhance.notify_sweep")])
+def test_beat_runs_reconcile_and_the_notify_sweep_on_the_maintenance_queue(app, entry_name,
+                                                                         task):
+    entry = app.conf.beat_schedule[entry_name]
+    assert entry["task"] == task
     assert entry["task"] in app.tasks
     assert entry["schedule"] == 45
     assert entry["options"]["expires"] == 45  # a missed run is dropped, not piled up
