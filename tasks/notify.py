@@ -88,6 +88,7 @@ class WebhookVerificationFailed(InvalidInput):
     """A delivery's headers, timestamp or signature do not verify: answer it with a 400."""
 
     code = "webhook_invalid"
+    status_code = 400  # what a receiving view answers (the producer API's error mapping)
 
 
 # --- At enqueue --------------------------------------------------------------------------
