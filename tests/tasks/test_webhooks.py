@@ -24,10 +24,15 @@ URL_TOKEN = "tok-9f8e7d6c5b4a"  # a receiver's own secret in its URL: never logg
 
 
 @pytest.fixture
-def system_env(system_env):
+def extra_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def system_env(system_env, extra_env):
     return {**system_env, "WEBHOOK_SECRET": f"{SECRET} {OLD_SECRET}",
             "WEBHOOK_RETRY_BASE_S": "0.3", "WEBHOOK_TIMEOUT_S": "1",
-            "NOTIFY_LOST_AFTER_S": "2"}
+            "NOTIFY_LOST_AFTER_S": "2", **extra_env}
 
 
 @pytest.fixture
@@ -164,3 +169,33 @@ def test_a_lost_notify_message_is_sent_again_by_the_sweep(system, receiver):
     assert record.notify.webhook_outcome is WebhookOutcome.DELIVERED
     assert record.notify.token is not None  # the sweep's run, not the lost one
     assert "notification re-sent" in system.logs("beat") + system.logs("worker")
+
+
+@pytest.mark.parametrize("extra_env", [{"WEBHOOK_RETRY_BASE_S": "6"}])  # > MAX_COUNTDOWN_S
+def test_a_retry_further_away_than_a_countdown_is_sent_by_the_sweep(system, receiver):
+    receiver.script = [503]
+    system.start_worker()
+    system.start_beat()
+    job_id = system.enqueue(image_bytes(32, 32), "picwish", webhook=receiver.url())
+
+    [record] = system.wait([job_id], until=settled, timeout_s=90)
+
+    assert [(a.status, a.outcome.value) for a in record.notify.attempts] == [
+        (503, "retrying"), (200, "delivered")]
+    logs = system.logs("worker")
+    assert "attempt 1: retrying: HTTP 503, next in 6.0 s" in logs
+    assert f"job {job_id}: notification re-sent" in logs  # by the sweep, not a countdown
+
+
+@pytest.mark.parametrize("extra_env", [{"WEBHOOK_RETRY_WINDOW_S": "0.1"}])
+def test_retries_stop_at_the_end_of_the_window(system, receiver):
+    receiver.script = [500]
+    system.start_worker()
+    job_id = system.enqueue(image_bytes(32, 32), "picwish", webhook=receiver.url())
+
+    [record] = system.wait([job_id], until=settled)
+
+    [attempt] = record.notify.attempts
+    assert (attempt.status, attempt.outcome.value) == (500, "gave_up")
+    assert attempt.error == "HTTP 500; retry window passed"
+    assert system.runtime.redis.zscore("eq:notify", job_id) is None
