@@ -23,7 +23,11 @@ errors (``StorageUnavailable``, ``StorageFailed``, ``ResultCheckFailed``) are in
         └── DeadlineExceeded          the provider did not finish within the deadline
 
 Every class carries ``code``, the stable error code written into a failed job record and
-printed by the CLI (``invalid_input``, ``rate_limited``...). Exceptions survive Celery's
+printed by the CLI (``invalid_input``, ``rate_limited``...), and ``status_code``, the HTTP
+status a web backend's view answers with when the producer API raises it (the table is in
+the README, "Producer API"; ``error_for_code(code).status_code`` maps a failed job's error
+code the same way). ``status_code`` is ours to suggest; ``http_status`` is what a provider
+or S3 answered, when the error came from an HTTP answer. Exceptions survive Celery's
 JSON serialisation: ``__init__`` passes every argument to ``super().__init__`` positionally
 and the fields are plain values.
 """
@@ -39,6 +43,7 @@ class EnhanceError(Exception):
     """Base of every error raised by enhance-queue."""
 
     code: str = "error"
+    status_code: int = 500  # what a view answers with (README, "Producer API")
     retryable: bool = False
 
     def __init__(
@@ -79,6 +84,7 @@ class TransientError(EnhanceError):
     """A failure worth retrying later with the same request."""
 
     code = "transient"
+    status_code = 503
     retryable = True
 
 
@@ -86,6 +92,7 @@ class RateLimited(TransientError):
     """The provider answered 429, or our shared request budget is spent."""
 
     code = "rate_limited"
+    status_code = 429
 
 
 class ProviderUnavailable(TransientError):
@@ -98,6 +105,7 @@ class ProviderTimeout(TransientError):
     """The request was sent but no answer came in time: it may have been acted upon."""
 
     code = "provider_timeout"
+    status_code = 504
 
 
 class PermanentError(EnhanceError):
@@ -110,60 +118,70 @@ class InvalidInput(PermanentError):
     """The request breaks a documented limit (model, format, size, URL length...)."""
 
     code = "invalid_input"
+    status_code = 422
 
 
 class AuthFailed(PermanentError):
     """The API key is wrong, expired, or not allowed to use this API."""
 
     code = "auth_failed"
+    status_code = 503  # our deployment's key, not the caller's: the service is unavailable
 
 
 class InsufficientCredits(PermanentError):
     """The provider account has no coins or credits left for this request."""
 
     code = "insufficient_credits"
+    status_code = 402
 
 
 class NotFound(PermanentError):
     """The provider does not know the job or task id."""
 
     code = "not_found"
+    status_code = 404
 
 
 class ProviderJobFailed(PermanentError):
     """The provider accepted the job and then reported that it failed."""
 
     code = "provider_failed"
+    status_code = 502
 
 
 class ProtocolError(PermanentError):
     """The provider answered with a body of no documented shape (kept in ``body``)."""
 
     code = "protocol_error"
+    status_code = 502
 
 
 class ResultExpired(PermanentError):
     """The provider's result expired before it could be stored."""
 
     code = "result_expired"
+    status_code = 502
 
 
 class OutcomeUnknown(PermanentError):
     """A paid request may have gone through; retrying could pay twice."""
 
     code = "outcome_unknown"
+    status_code = 502
 
 
 class BudgetExhausted(PermanentError):
     """A daily spend cap of ours has no room for this job (``SPEND_CAP_POLICY=fail``)."""
 
     code = "budget_exhausted"
+    status_code = 402
 
 
 class DeadlineExceeded(PermanentError):
     """The provider did not finish the job before the job's deadline."""
 
     code = "deadline_exceeded"
+    status_code = 504
 
 
 def error_for_code(code: str) -> type[EnhanceError]:
