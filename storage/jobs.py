@@ -12,6 +12,8 @@ Keys (all under ``KEY_PREFIX``):
 - ``notify``: sorted set of final job ids whose webhook or ``on_done`` callback is still
   owed (``storage.notifications``), scored by when their next notify run was to start;
   written in the same ``MULTI`` as the final transition, so no crash can lose one.
+- ``idx:*``: sorted sets of job ids by creation time, per state, provider, tenant and
+  label, that ``list_jobs`` pages through (``storage.jobindex``).
 
 Every change goes through ``JobStore.update(job_id, guard, change)``: the record is read
 under ``WATCH``, the guard decides on what was read, and the write happens in one
@@ -34,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from providers.base import ImageInfo
 from providers.errors import EnhanceError, InvalidInput, NotFound
+from storage import jobindex
 from storage.durability import Durability
 from storage.notifications import Notification
 
@@ -49,10 +52,11 @@ class JobState(StrEnum):
     STORING = "storing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by the producer (``tasks.cancel``); any cost stays recorded
 
     @property
     def final(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 DEFAULT_TENANT = "default"
@@ -114,6 +118,7 @@ class JobRecord(BaseModel):
     tenant: str = DEFAULT_TENANT  # whose job: admission serves tenants in turn; reuse
     # never crosses tenants unless told
     priority: Priority = Priority.INTERACTIVE  # admission lane
+    labels: dict[str, str] = Field(default_factory=dict)  # the producer's (``check_labels``)
     state: JobState = JobState.QUEUED
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -181,6 +186,7 @@ class IdempotencyConflict(InvalidInput):
     """An idempotency key was used again with a different request (source, model, options)."""
 
     code = "idempotency_conflict"
+    status_code = 409
 
 
 class JobStore:
@@ -204,28 +210,58 @@ class JobStore:
         Raises:
             IdempotencyConflict: the key was first used for a different request.
         """
-        record.request_digest = record.request_fingerprint()
-        idem_key = None
-        if record.idempotency_key:
-            idem_key = self._key("idem", record.provider, record.idempotency_key)
-        record.transitions.setdefault(record.state.value, record.created_at)
+        return self.create_many([record])[0]
+
+    def create_many(self, records: list[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """``create`` for a batch, in one ``MULTI`` (plus a ``WATCH``/``MGET`` when some
+        carry an idempotency key); returns ``(stored record, created now)`` per record.
+
+        Raises:
+            IdempotencyConflict: a key was first used for a different request; nothing of
+                the batch is stored.
+        """
+        for record in records:
+            record.request_digest = record.request_fingerprint()
+            record.transitions.setdefault(record.state.value, record.created_at)
+        idem = {r.id: self._key("idem", r.provider, r.idempotency_key)
+                for r in records if r.idempotency_key}
         with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    if idem_key:
-                        pipe.watch(idem_key)
-                        existing = pipe.get(idem_key)
-                        if existing is not None:
-                            pipe.reset()
-                            return self._same_request(existing.decode(), record), False
-                    pipe.multi()
-                    if idem_key:
-                        pipe.set(idem_key, record.id, ex=FINAL_RECORD_TTL_S)
-                    self._write(pipe, record, previous=None)
-                    pipe.execute()
-                    return record, True
+                    return self._create_batch(pipe, records, idem)
                 except redis.WatchError:
                     continue
+
+    def _create_batch(self, pipe: Any, records: list[JobRecord],
+                      idem: dict[str, str]) -> list[tuple[JobRecord, bool]]:
+        first: dict[str, str] = {}  # idempotency key -> the job it names
+        if idem:
+            keys = sorted(set(idem.values()))
+            pipe.watch(*keys)
+            first = {k: v.decode() for k, v in zip(keys, pipe.mget(keys), strict=True) if v}
+        results: list[tuple[JobRecord, bool]] = []
+        new: list[JobRecord] = []
+        for record in records:
+            key = idem.get(record.id)
+            if key in first:
+                earlier = next((r for r in new if r.id == first[key]), None)
+                if earlier is not None and earlier.request_digest != record.request_digest:
+                    raise IdempotencyConflict(f"idempotency key {record.idempotency_key!r} is "
+                                              "used twice in the batch for different requests",
+                                              record.provider)
+                results.append((earlier or self._same_request(first[key], record), False))
+                continue
+            if key:
+                first[key] = record.id
+            new.append(record)
+            results.append((record, True))
+        pipe.multi()
+        for record in new:
+            if record.id in idem:
+                pipe.set(idem[record.id], record.id, ex=FINAL_RECORD_TTL_S)
+            self._write(pipe, record, previous=None)
+        pipe.execute()
+        return results
 
     def _same_request(self, job_id: str, record: JobRecord) -> JobRecord:
         first = self.get(job_id)
@@ -243,10 +279,15 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord:
         """The record of ``job_id``; raises ``UnknownJob`` when there is none."""
-        raw = self._redis.get(self._key("job", job_id))
-        if raw is None:
-            raise UnknownJob(f"no job {job_id!r} in the job store")
-        return JobRecord.model_validate_json(raw)
+        return parse_record(job_id, self._redis.get(self.record_key(job_id)))
+
+    def record_key(self, job_id: str) -> str:
+        """The key of a job's record (readers with their own client: ``redis.asyncio``)."""
+        return self._key("job", job_id)
+
+    def events_channel(self, job_id: str) -> str:
+        """The pub/sub channel announcing each change of the job's record."""
+        return self._key("events", job_id)
 
     def update(self, job_id: str, guard: Guard, change: Change,
                durable: bool = False) -> JobRecord | None:
@@ -303,7 +344,7 @@ class JobStore:
     def _write(self, pipe: Any, record: JobRecord, previous: JobRecord | None) -> None:
         key = self._key("job", record.id)
         pipe.set(key, record.model_dump_json())
-        pipe.publish(self._key("events", record.id), record.state.value)
+        pipe.publish(self.events_channel(record.id), record.state.value)
         if record.state.final:
             pipe.expire(key, FINAL_RECORD_TTL_S)
             pipe.zrem(self._key("due"), record.id)
@@ -312,6 +353,9 @@ class JobStore:
         elif record.next_check_at is not None:
             pipe.zadd(self._key("due"), {record.id: record.next_check_at.timestamp()})
         if previous is None or previous.state != record.state:
+            if previous is None:
+                jobindex.add(pipe, self._prefix, record)
+            jobindex.move_state(pipe, self._prefix, record, previous and previous.state.value)
             counts = self._key("counts")
             for field in (record.state.value, f"{record.provider}:{record.state.value}"):
                 pipe.hincrby(counts, field, 1)
@@ -345,7 +389,7 @@ class JobStore:
         job_ids = list(job_ids)
         deadline = time.monotonic() + timeout_s
         with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            pubsub.subscribe(*[self._key("events", job_id) for job_id in job_ids])
+            pubsub.subscribe(*[self.events_channel(job_id) for job_id in job_ids])
             yield self.get_many(job_ids)
             while (left_s := deadline - time.monotonic()) > 0:
                 if pubsub.get_message(timeout=left_s) is not None:
@@ -372,10 +416,31 @@ class JobStore:
         fields = [f"{provider}:{s.value}" for s in (JobState.SUBMITTED, JobState.PROCESSING)]
         return sum(int(v or 0) for v in self._redis.hmget(self._key("counts"), fields))
 
+    def list_page(self, flt: jobindex.JobFilter, cursor: str | None = None,
+                  limit: int = 50) -> tuple[list[JobRecord], str | None]:
+        """One page of jobs matching ``flt``, newest first, and the next page's cursor.
+
+        Raises:
+            InvalidInput: ``limit`` out of range, or a cursor this store did not hand out.
+        """
+        page, raws = jobindex.run(jobindex.page(self._prefix, flt, cursor, limit), self._redis)
+        return [JobRecord.model_validate_json(raw) for raw in raws], page.cursor
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
         """The records of the ids that exist, in order."""
         keys = [self._key("job", job_id) for job_id in job_ids]
         return [JobRecord.model_validate_json(raw) for raw in self._redis.mget(keys) if raw]
+
+
+def parse_record(job_id: str, raw: bytes | str | None) -> JobRecord:
+    """A record read from Redis; ``UnknownJob`` when there was none."""
+    if raw is None:
+        raise UnknownJob(f"no job {job_id!r} in the job store")
+    return JobRecord.model_validate_json(raw)
 
 
 def in_states(*states: JobState) -> Guard:

@@ -449,12 +449,24 @@ class ObjectStore:
                 Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
         return rules
 
-    def presign_get(self, uri_or_key: str, expires_s: int = 3600) -> str:
-        """A URL that lets anyone GET the object for ``expires_s`` seconds."""
+    def presign_get(self, uri_or_key: str, expires_s: int = 3600, *,
+                    content_type: str | None = None,
+                    content_disposition: str | None = None) -> str:
+        """A URL that lets anyone GET the object for ``expires_s`` seconds.
+
+        ``content_type`` and ``content_disposition`` are signed into the URL
+        (``response-content-type``, ``response-content-disposition``): S3 answers the GET
+        with those headers, whatever the object was stored with.
+        """
         bucket, key = self._locate(uri_or_key)
+        params = {"Bucket": bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        if content_disposition:
+            params["ResponseContentDisposition"] = content_disposition
         with storage_errors(f"presign s3://{bucket}/{key}"):
-            return self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s)
+            return self.client.generate_presigned_url("get_object", Params=params,
+                                                      ExpiresIn=expires_s)
 
     def head(self, uri_or_key: str) -> StoredObject:
         """The object's size, type, ETag and decoded metadata; ``StorageFailed`` (404) if none."""
