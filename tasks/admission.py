@@ -186,11 +186,21 @@ def _default_dispatch():
 # --- the queue -----------------------------------------------------------------------
 
 
-def push(rt: Runtime, record: JobRecord, *, front: bool = False) -> None:
-    """Put a queued job in its provider's admission queue (at the front: taken back)."""
+def push(rt: Runtime, record: JobRecord, *, front: bool = False, client=None) -> None:
+    """Put a queued job in its provider's admission queue (at the front: taken back);
+    ``client``: a pipeline to send it with."""
     script(rt, _PUSH)(
         keys=[prefix(record.provider)],
-        args=[record.id, record.tenant, record.priority.value, "front" if front else "back"])
+        args=[record.id, record.tenant, record.priority.value, "front" if front else "back"],
+        client=client)
+
+
+def push_many(rt: Runtime, records: list[JobRecord]) -> None:
+    """Put new jobs at the back of their admission queues, in order, in one round trip."""
+    with rt.redis.pipeline(transaction=False) as pipe:
+        for record in records:
+            push(rt, record, client=pipe)
+        pipe.execute()
 
 
 @dataclass(frozen=True)
@@ -229,7 +239,7 @@ def release(rt: Runtime, record: JobRecord) -> bool:
 
 
 def forget(rt: Runtime, record: JobRecord) -> None:
-    """Take a job out of the waiting queues (it failed while waiting)."""
+    """Take a job out of the waiting queues (it failed or was cancelled while waiting)."""
     rt.redis.zrem(f"{prefix(record.provider)}q:{record.priority.value}:{record.tenant}",
                   record.id)
 
@@ -238,7 +248,7 @@ def on_transition(rt: Runtime, record: JobRecord) -> None:
     """Called at every transition: a job leaving flight frees its slot and wakes admission."""
     if record.state in SLOT_STATES:
         return
-    if record.state is JobState.FAILED:
+    if record.state in (JobState.FAILED, JobState.CANCELLED):  # ended while it waited?
         forget(rt, record)
     if release(rt, record) and has_backlog(rt, record.provider):
         wake(rt, record.provider)

@@ -222,6 +222,38 @@ def place(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> bool:
     return True
 
 
+def place_many(rt: Runtime, dispatch: Dispatcher, records: list[JobRecord]) -> list[JobRecord]:
+    """``place`` for a batch: every claim in one pipeline; returns the jobs to admit, in order.
+
+    The claims run in order, so a batch holding one image twice pays for it once.
+    """
+    keys = [_keys(rt, record) for record in records]
+    with rt.redis.pipeline(transaction=False) as pipe:
+        for record, record_keys in zip(records, keys, strict=True):
+            if record_keys is not None:
+                pipe.eval(_CLAIM, 3, *record_keys, record.id, FINAL_RECORD_TTL_S)
+        answers = iter(pipe.execute())
+    to_admit = []
+    for record, record_keys in zip(records, keys, strict=True):
+        if record_keys is None or _settle_claim(rt, dispatch, record, next(answers)):
+            to_admit.append(record)
+    return to_admit
+
+
+def _settle_claim(rt: Runtime, dispatch: Dispatcher, record: JobRecord, answer: list) -> bool:
+    """Act on one ``_CLAIM`` answer of ``place_many``; True when the job must be admitted."""
+    kind, other = (v.decode() for v in answer)
+    if kind == "follow":
+        _follow(rt, dispatch, record, other)
+        return False
+    if kind == "done":
+        if _reuse_success(rt, dispatch, record, other):
+            return False
+        rt.redis.eval(_FORGET, 1, _keys(rt, record)[2], other)
+        return place(rt, dispatch, record)
+    return True
+
+
 def _reuse_success(rt: Runtime, dispatch: Dispatcher, record: JobRecord, done_id: str) -> bool:
     """Copy a succeeded job's result for ``record``; False when there is none to copy."""
     source = _get(rt, done_id)

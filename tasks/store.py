@@ -189,11 +189,13 @@ def _stream(rt: Runtime, lease: StoreLease, stream: BinaryIO, size_bytes: int | 
 
 
 def object_metadata(record: JobRecord) -> dict[str, str]:
-    """S3 user metadata naming where the object came from (no query, no credentials)."""
+    """S3 user metadata naming where the object came from (no query, no credentials), and
+    the producer's labels as ``label-<key>``."""
     return {
         "job-id": record.id,
         "provider": record.provider,
         "model": record.model,
         "source": strip_credentials(record.source.uri.split("?", 1)[0])[:512],
         "provider-job-id": record.provider_job_id or "",
+        **{f"label-{key}": value for key, value in record.labels.items()},
     }

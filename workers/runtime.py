@@ -11,8 +11,11 @@ import threading
 from dataclasses import dataclass, field
 
 import redis
+import redis.asyncio
 import requests
 from celery.signals import worker_process_init, worker_process_shutdown
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -93,11 +96,30 @@ def connect_redis(settings: Settings, single_connection: bool = False) -> redis.
             return redis.Redis(connection_pool=pool)
         return redis.Redis.from_url(settings.redis_url, **options)
     login = parse_url(settings.redis_url)
-    sentinels = [(host, int(port)) for host, _, port in
-                 (item.strip().rpartition(":") for item in settings.redis_sentinels.split(","))]
-    sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": 5},
+    sentinel = Sentinel(_sentinel_addresses(settings), sentinel_kwargs={"socket_timeout": 5},
                         username=login.get("username"), password=login.get("password"))
     return sentinel.master_for(settings.redis_sentinel_master, db=login.get("db", 0), **options)
+
+
+def connect_redis_async(settings: Settings) -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client of the job store (the producer's asyncio twins).
+
+    Bound to the event loop it is first used on; the same retries as ``connect_redis``.
+    """
+    options = {"socket_timeout": 10, "health_check_interval": 30,
+               "retry": AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), STORE_RETRIES),
+               "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+    if not settings.redis_sentinels:
+        return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    login = parse_url(settings.redis_url)
+    sentinel = AsyncSentinel(_sentinel_addresses(settings), sentinel_kwargs={"socket_timeout": 5},
+                             username=login.get("username"), password=login.get("password"))
+    return sentinel.master_for(settings.redis_sentinel_master, db=login.get("db", 0), **options)
+
+
+def _sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+    return [(host, int(port)) for host, _, port in
+            (item.strip().rpartition(":") for item in settings.redis_sentinels.split(","))]
 
 
 def claim_durability(settings: Settings) -> Durability | None:

@@ -1,0 +1,120 @@
+"""The producer API's asyncio twins against the real stack: results, no polling, and an
+event loop that is never blocked (measured by a loop-lag probe)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import requests
+
+from storage.jobs import JobState
+from tasks import producer, producer_async
+from tests.system import image_bytes
+
+pytestmark = pytest.mark.integration
+
+PROBE_INTERVAL_S = 0.005
+MAX_LAG_S = 0.25  # generous: the probe measures a few ms; a blocking call shows as 100s
+
+
+class LagProbe:
+    """Wakes every 5 ms and keeps the longest it overslept: how long the loop was blocked."""
+
+    def __init__(self) -> None:
+        self.max_lag_s = 0.0
+        self.wakes = 0
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            self.max_lag_s = max(self.max_lag_s, loop.time() - start - PROBE_INTERVAL_S)
+            self.wakes += 1
+
+    async def __aenter__(self) -> LagProbe:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._task.cancel()
+
+
+def test_the_async_api_never_blocks_the_event_loop(system, record_property):
+    rt = system.runtime
+
+    async def workload() -> LagProbe:
+        async with LagProbe() as probe:
+            ids = await asyncio.gather(*(producer.aenqueue(image_bytes(20 + i, 20), "picwish",
+                                                           labels={"user": "7"}, runtime=rt)
+                                         for i in range(8)))
+            ids += await producer.aenqueue_many(
+                [{"source": image_bytes(40 + i, 20), "provider": "hitpaw"} for i in range(8)],
+                runtime=rt, tenant="acme")
+            for job_id in ids:
+                assert (await producer.aget_job(job_id, runtime=rt)).state is JobState.QUEUED
+            page = await producer.alist_jobs(label="user=7", limit=5, runtime=rt)
+            rest = await producer.alist_jobs(label="user=7", cursor=page.next_cursor, runtime=rt)
+            assert [r.id for r in page.jobs + rest.jobs] == ids[:8][::-1]
+            with pytest.raises(producer.ResultNotReady):
+                await producer.aoutput_url(ids[0], runtime=rt)
+            with pytest.raises(producer.WaitTimeout):
+                await producer.await_job(ids[1], 0.5, runtime=rt)
+            waiting = asyncio.create_task(producer.await_job(ids[2], 30, runtime=rt))
+            answers = await asyncio.gather(*(producer.acancel(i, runtime=rt) for i in ids[2:6]))
+            assert all(a.cancelled for a in answers)
+            assert (await waiting).state is JobState.CANCELLED
+            with pytest.raises(producer.UnknownJob):
+                await producer.aget_job("feedface", runtime=rt)
+        return probe
+
+    probe = asyncio.run(workload())
+
+    record_property("max_event_loop_lag_ms", round(probe.max_lag_s * 1000, 1))
+    print(f"\nmax event-loop lag: {probe.max_lag_s * 1000:.1f} ms over {probe.wakes} wakes")
+    assert probe.wakes > 10
+    assert probe.max_lag_s < MAX_LAG_S
+
+
+def test_await_job_reads_the_record_only_when_it_was_announced_changed(system):
+    rt = system.runtime
+    job_id = system.enqueue(image_bytes(8, 8), "picwish")  # no worker: stays queued
+
+    async def scenario() -> tuple[int, int, JobState]:
+        client = producer_async._client(rt)
+        reads = []
+        original = client.get
+        client.get = lambda key: reads.append(key) or original(key)
+        with pytest.raises(producer.WaitTimeout):
+            await producer.await_job(job_id, 1.0, runtime=rt)
+        after_timeout = len(reads)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, lambda: asyncio.ensure_future(producer.acancel(job_id, runtime=rt)))
+        record = await producer.wait_async(job_id, 30, runtime=rt)
+        return after_timeout, len(reads) - after_timeout, record.state
+
+    after_timeout, after_cancel, state = asyncio.run(scenario())
+
+    assert after_timeout == 1  # one read, then awaited the announcements: no polling
+    assert after_cancel == 2 and state is JobState.CANCELLED
+
+
+def test_await_job_and_aoutput_url_with_a_worker(system, sandbox):
+    system.start_worker()
+    rt = system.runtime
+
+    async def scenario():
+        job_id = await producer.aenqueue(image_bytes(50, 40), "hitpaw", "general_2x",
+                                         reuse=False, runtime=rt)
+        record = await producer.await_job(job_id, 60, runtime=rt)
+        return record, await producer.aoutput_url(job_id, 60, runtime=rt)
+
+    record, url = asyncio.run(scenario())
+
+    assert record.state is JobState.SUCCEEDED, record.error
+    answer = requests.get(url, timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+    assert len(answer.content) == record.output.size_bytes
