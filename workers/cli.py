@@ -12,6 +12,7 @@
     enhance healthcheck
     enhance lifecycle [--json]
     enhance demo
+    enhance get | url | jobs | cancel       (workers.cli_jobs)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 import click
 
 from providers.errors import EnhanceError
+from workers import cli_jobs
 from workers.constants import ALL_QUEUES, STORE_QUEUE
 from workers.settings import get_settings
 
@@ -61,6 +63,7 @@ def job_json(record) -> dict:
         "error": record.error.model_dump(exclude_none=True) if record.error else None,
         "tenant": record.tenant, "fingerprint": record.fingerprint,
         "reused_from": record.reused_from, "follows": record.follows,
+        "labels": record.labels,
     }
     if record.output:
         data["output"] = record.output.model_dump()
@@ -439,6 +442,8 @@ def demo(timeout_s: float) -> None:
 
     sys.exit(run_demo(timeout_s))
 
+
+cli_jobs.register(main)  # get, url, jobs, cancel
 
 if __name__ == "__main__":
     main()
