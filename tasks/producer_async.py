@@ -27,7 +27,7 @@ from workers.runtime import Runtime, connect_redis_async, get_runtime
 
 DEFAULT_WAIT_S = 3600.0  # ``wait`` / ``await_job`` give up after this by default
 
-_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {settings id: client}
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {(settings, kind): client}
 
 
 def _sync():
@@ -37,12 +37,14 @@ def _sync():
     return producer
 
 
-def _client(rt: Runtime) -> redis.asyncio.Redis:
-    """This event loop's ``redis.asyncio`` client of the job store."""
+def _client(rt: Runtime, subscriber: bool = False) -> redis.asyncio.Redis:
+    """This event loop's ``redis.asyncio`` client of the job store: for commands (a few
+    connections, shared), or for subscriptions (one connection per waiting ``await_job``)."""
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    if id(rt.settings) not in per_loop:
-        per_loop[id(rt.settings)] = connect_redis_async(rt.settings)
-    return per_loop[id(rt.settings)]
+    key = (id(rt.settings), subscriber)
+    if key not in per_loop:
+        per_loop[key] = connect_redis_async(rt.settings, bounded=not subscriber)
+    return per_loop[key]
 
 
 async def aenqueue(source: Any, provider: str, model: str | None = None,
@@ -77,7 +79,7 @@ async def await_job(job_id: str, timeout_s: float = DEFAULT_WAIT_S, *,
     rt = runtime or get_runtime()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _sync().check_timeout(timeout_s)
-    async with _client(rt).pubsub(ignore_subscribe_messages=True) as pubsub:
+    async with _client(rt, subscriber=True).pubsub(ignore_subscribe_messages=True) as pubsub:
         await pubsub.subscribe(rt.jobs.events_channel(job_id))
         record = await aget_job(job_id, runtime=rt)  # read once subscribed: no change missed
         while not record.state.final:

@@ -34,6 +34,8 @@ from tasks.schedule import DurationModel
 from workers.constants import USER_AGENT
 from workers.settings import Settings, get_settings
 
+#: Connections one event loop's ``redis.asyncio`` client opens at most (others wait).
+ASYNC_MAX_CONNECTIONS = 8
 #: Attempts of a job-store command while Redis restarts or fails over (backoff to 2 s each).
 STORE_RETRIES = 10
 
@@ -101,16 +103,24 @@ def connect_redis(settings: Settings, single_connection: bool = False) -> redis.
     return sentinel.master_for(settings.redis_sentinel_master, db=login.get("db", 0), **options)
 
 
-def connect_redis_async(settings: Settings) -> redis.asyncio.Redis:
+def connect_redis_async(settings: Settings, bounded: bool = True) -> redis.asyncio.Redis:
     """A ``redis.asyncio`` client of the job store (the producer's asyncio twins).
 
     Bound to the event loop it is first used on; the same retries as ``connect_redis``.
+    ``bounded``: at most ``ASYNC_MAX_CONNECTIONS``, for commands; a client for pub/sub
+    subscriptions (each holds its connection while it waits) must not be.
     """
     options = {"socket_timeout": 10, "health_check_interval": 30,
                "retry": AsyncRetry(ExponentialBackoff(cap=2.0, base=0.1), STORE_RETRIES),
                "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
-    if not settings.redis_sentinels:
+    if not settings.redis_sentinels and not bounded:
         return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+    if not settings.redis_sentinels:
+        # a bounded pool that waits for a free connection: a burst of coroutines reuses a
+        # few connections instead of opening (and handshaking) one each on the loop
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=None, **options)
+        return redis.asyncio.Redis(connection_pool=pool)
     login = parse_url(settings.redis_url)
     sentinel = AsyncSentinel(_sentinel_addresses(settings), sentinel_kwargs={"socket_timeout": 5},
                              username=login.get("username"), password=login.get("password"))
