@@ -18,8 +18,10 @@ selective filter (a label, a tenant) is cheap; a combination of two broad filter
 intersection is small may scan its budget and return a short page with a cursor to go on.
 
 Records of final jobs expire (``FINAL_RECORD_TTL_S``) while their index entries stay: a
-page drops the ids whose record is gone from the indexes it read, and
-``trim(client, prefix, before)`` removes every entry created before a time.
+page drops the ids whose record is gone from the indexes it read, and every write into an
+index first trims the entries created more than ``RETENTION_S`` ago (a job's record is
+gone by then: at most 30 days queued, then 30 days kept once final), one
+``ZREMRANGEBYSCORE`` each, so no index outgrows what can still be listed.
 
 The query is written once, as a generator of Redis calls (``page``), and driven by the
 synchronous client (``run``) or by ``redis.asyncio`` (``arun``).
@@ -37,7 +39,7 @@ from typing import Any
 from providers.errors import InvalidInput
 
 ALL = "idx:all"
-KEYS_SET = "idx:keys"  # every index key ever written, for ``trim``
+RETENTION_S = 61 * 24 * 3600  # index entries older than this name records long expired
 MAX_LIMIT = 1000  # jobs in one page
 SCAN_BUDGET = 5000  # candidates one page may look at before it returns a cursor
 
@@ -122,21 +124,21 @@ def entry_keys(record: Any) -> list[str]:
 
 def add(pipe: Any, prefix: str, record: Any) -> None:
     """Enter a new job in its indexes (inside the pipeline that writes its record)."""
-    score = record.created_at.timestamp()
-    keys = [prefix + key for key in entry_keys(record)]
-    for key in keys:
-        pipe.zadd(key, {record.id: score})
-    pipe.sadd(prefix + KEYS_SET, *keys)
+    for key in entry_keys(record):
+        _insert(pipe, prefix + key, record)
 
 
 def move_state(pipe: Any, prefix: str, record: Any, previous_state: str | None) -> None:
     """Move a job to its new state's index (inside the pipeline that writes its record)."""
     if previous_state is not None:
         pipe.zrem(prefix + f"idx:state:{previous_state}", record.id)
-    key = prefix + f"idx:state:{record.state.value}"
-    pipe.zadd(key, {record.id: record.created_at.timestamp()})
-    if previous_state is None:
-        pipe.sadd(prefix + KEYS_SET, key)
+    _insert(pipe, prefix + f"idx:state:{record.state.value}", record)
+
+
+def _insert(pipe: Any, key: str, record: Any) -> None:
+    score = record.created_at.timestamp()
+    pipe.zremrangebyscore(key, "-inf", f"({score - RETENTION_S!r}")
+    pipe.zadd(key, {record.id: score})
 
 
 def encode_cursor(score: str, job_id: str) -> str:
@@ -185,15 +187,6 @@ _FORGET = """
 for _, key in ipairs(KEYS) do redis.call('ZREM', key, unpack(ARGV)) end
 return 1
 """
-
-
-def trim(client: Any, prefix: str, before: datetime) -> int:
-    """Remove every index entry of a job created before ``before``; returns how many."""
-    removed = 0
-    cutoff = repr(before.timestamp())
-    for key in client.smembers(prefix + KEYS_SET):
-        removed += client.zremrangebyscore(key, "-inf", f"({cutoff}")
-    return removed
 
 
 def run(query: Generator[Call, Any, Any], client: Any) -> Any:
