@@ -169,7 +169,10 @@ def _inspect_stream(handle: BinaryIO, size_bytes: int | None) -> ImageInfo:
     try:
         with _bomb_check_disabled(), Image.open(handle) as image:
             image_format, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except UnidentifiedImageError as exc:  # its text names the BytesIO, not the image
+        raise InvalidInput("not a recognised image: no known image format in its first "
+                           "bytes (JPEG, PNG, WebP, BMP, GIF, TIFF...)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"not a recognised image: {exc}") from exc
     if not image_format or width <= 0 or height <= 0:
         raise InvalidInput(f"not a usable image: format {image_format}, {width} x {height}")

@@ -73,6 +73,8 @@ def check_source_uri(rt: Runtime, uri: str) -> str:
         return uri
     if scheme == "s3":
         rt.objects.check_readable(uri)
+        if not rt.objects.exists(uri):  # said now, not by a provider as "invalid URL" later
+            raise InvalidInput(f"s3:// source {uri} does not exist: no such object")
         return uri
     raise InvalidInput(f"source scheme {scheme!r} is not allowed: give an http(s) URL, an "
                        "s3:// URI, a local file (read by the caller) or bytes")

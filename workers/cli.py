@@ -11,6 +11,7 @@
     enhance metrics [--port 9808] [--address 127.0.0.1]
     enhance healthcheck
     enhance lifecycle [--json]
+    enhance dev [--concurrency 2]
     enhance demo
     enhance get | url | jobs | cancel       (workers.cli_jobs)
 """
@@ -18,20 +19,37 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
+import traceback
 
 import click
 
-from providers.errors import EnhanceError
 from workers import cli_jobs
+from workers.cli_errors import (  # noqa: F401 (EXIT_* are the CLI's documented statuses)
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliFailure,
+    failure_for,
+    safe_url,
+    settings_failure,
+)
 from workers.constants import ALL_QUEUES, STORE_QUEUE
 from workers.settings import get_settings
 
-EXIT_FAILED = 1  # the job ended failed
-EXIT_USAGE = 2  # bad arguments or settings
-EXIT_TIMEOUT = 3  # --wait gave up before the job ended
+#: Commands that serve or run a stack: they log at LOG_LEVEL; the others log only warnings
+#: (and errors) unless -v, so no log line breaks a progress bar or a command's output.
+SERVING_COMMANDS = {"worker", "beat", "flower", "sandbox", "metrics", "dev", "demo"}
+#: Commands that start their own stack and never read ``.enhance/dev.env``.
+OWN_STACK_COMMANDS = {"dev", "demo"}
+#: Commands that do not use the job store; every other one checks it answers first.
+NO_JOB_STORE_COMMANDS = SERVING_COMMANDS | {"lifecycle"}
+PREFLIGHT_TIMEOUT_S = 3.0
 
 
 def _settings_or_exit():
@@ -40,16 +58,83 @@ def _settings_or_exit():
     try:
         return get_settings()
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
-        raise click.ClickException("bad settings:\n" + "\n".join(lines)) from exc
+        raise settings_failure(exc) from exc
 
 
-@click.group()
-def main() -> None:
-    """enhance-queue: photo enhancement through paid AI APIs, at scale."""
+class EnhanceGroup(click.Group):
+    """The ``enhance`` group: every command's failures are worded here (workers/cli_errors.py)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise CliFailure("interrupted", EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 - worded below, or re-raised with -v
+            raise self._worded(exc, verbose=ctx.params.get("verbose", False)) from exc
+
+    @staticmethod
+    def _worded(exc: Exception, verbose: bool) -> Exception:
+        try:
+            settings = get_settings()
+        except Exception:  # noqa: BLE001 - the settings are what failed
+            settings = None
+        failure = failure_for(exc, settings)
+        if verbose:
+            traceback.print_exc()
+        if failure is not None:
+            return failure
+        if verbose:
+            return CliFailure(f"internal error: {type(exc).__name__}", EXIT_FAILED)
+        return CliFailure(f"internal error: {type(exc).__name__}: {exc} (enhance -v ... prints "
+                          "the traceback)", EXIT_FAILED)
+
+
+@click.group(cls=EnhanceGroup)
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log at LOG_LEVEL (INFO) on stderr and print tracebacks of failures.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """enhance-queue: photo enhancement through paid AI APIs, at scale.
+
+    \b
+    Exit statuses: 0 done; 1 the job failed or the request was refused; 2 bad arguments
+    or settings; 3 --wait gave up; 4 Redis, the broker, S3 or a provider does not answer;
+    130 interrupted.
+    """
+    from workers.devenv import describe, load_dev_env
     from workers.logs import configure_logging
+    from workers.runtime import current_runtime
 
-    configure_logging(_settings_or_exit())
+    embedded = current_runtime() is not None  # called in-process by code that set one up
+    command = ctx.invoked_subcommand
+    if not embedded and command not in OWN_STACK_COMMANDS and (loaded := load_dev_env()):
+        get_settings.cache_clear()
+        click.echo(describe(*loaded), err=True)
+    settings = _settings_or_exit()
+    configure_logging(settings)
+    if not verbose and command not in SERVING_COMMANDS:
+        logging.getLogger().setLevel(logging.WARNING)
+    if not embedded and command not in NO_JOB_STORE_COMMANDS:
+        _job_store_preflight(settings)
+
+
+def _job_store_preflight(settings) -> None:
+    """PING the job store once, without retries: a command's own client rides through a
+    Redis restart (about 15 s of retries), which leaves a person staring at nothing."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if settings.redis_sentinels:
+        return  # the Sentinels name the primary; the command's own client asks them
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=PREFLIGHT_TIMEOUT_S,
+                                  socket_timeout=PREFLIGHT_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()  # a failure is worded by EnhanceGroup: the URL, exit status 4
+    finally:
+        client.close()
 
 
 def job_json(record) -> dict:
@@ -107,10 +192,23 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
-@main.command()
+def models_help() -> str:
+    """The epilog of ``submit --help``: each provider's models, its default first."""
+    from providers import PROVIDERS
+
+    lines = ["\b", "Models (--model; each provider's default first):"]
+    for name, cls in PROVIDERS.items():
+        default = cls.default_model()
+        others = [m for m in cls.models() if m != default]
+        lines.append(f"  {name}: {default} (default), {', '.join(others)}")
+    return "\n".join(lines)
+
+
+@main.command(epilog=models_help())
 @click.argument("source")
 @click.option("--provider", type=click.Choice(["hitpaw", "picwish"]), required=True)
-@click.option("--model", default=None, help="Model name (the provider's default if omitted).")
+@click.option("--model", default=None, help="Model name (the provider's default if omitted; "
+              "listed below).")
 @click.option("--option", "options", multiple=True, help="Provider option KEY=VALUE (repeatable).")
 @click.option("--idempotency-key", default=None, help="The same key twice pays once.")
 @click.option("--tenant", default="default", show_default=True,
@@ -119,7 +217,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
               show_default=True, help="Reuse an identical job's result (url: trust URLs too).")
 @click.option("--priority", type=click.Choice(["interactive", "batch"]), default="interactive",
               show_default=True, help="Admission lane.")
-@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.option("--wait", is_flag=True, help="Show the job's state and progress until it ends.")
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, help="--wait limit, s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def submit(source, provider, model, options, idempotency_key, tenant, reuse_mode, priority, wait,
@@ -128,36 +226,21 @@ def submit(source, provider, model, options, idempotency_key, tenant, reuse_mode
     from tasks.producer import enqueue, get_job
 
     reuse = {"yes": True, "no": False, "url": "url"}[reuse_mode]
-    try:
-        job_id = enqueue(source, provider, model, _parse_options(options),
-                         idempotency_key=idempotency_key, tenant=tenant, reuse=reuse,
-                         priority=priority)
-    except EnhanceError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    job_id = enqueue(source, provider, model, _parse_options(options),
+                     idempotency_key=idempotency_key, tenant=tenant, reuse=reuse,
+                     priority=priority)
     if not wait:
         _print_job(get_job(job_id), as_json)
         return
-    record = _wait(job_id, timeout_s, show_progress=not as_json)
+    from workers.cli_wait import wait_for_job
+
+    record = wait_for_job(job_id, timeout_s, show_progress=not as_json)
     _print_job(record, as_json)
     if not record.state.final:
+        click.echo(f"still {record.state.value} after {timeout_s:g} s; the job carries on: "
+                   f"enhance status {job_id}", err=True)
         sys.exit(EXIT_TIMEOUT)
     sys.exit(0 if record.state.value == "succeeded" else EXIT_FAILED)
-
-
-def _wait(job_id: str, timeout_s: float, show_progress: bool):
-    """Follow a job until it ends or ``timeout_s`` passes; a bar shows its progress."""
-    from workers.runtime import get_runtime
-
-    record = None
-    with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr,
-                           hidden=not show_progress) as bar:
-        for [record] in get_runtime().jobs.watch([job_id], timeout_s):
-            done = 100 if record.state.final else (record.progress or 0)
-            bar.label = f"job {job_id} {record.state.value}"
-            bar.update(max(done - bar.pos, 0))
-            if record.state.final:
-                break
-    return record
 
 
 @main.command()
@@ -167,11 +250,7 @@ def status(job_id: str, as_json: bool) -> None:
     """Show a job's state, output and error."""
     from tasks.producer import get_job
 
-    try:
-        record = get_job(job_id)
-    except EnhanceError as exc:
-        raise click.ClickException(exc.message) from exc
-    _print_job(record, as_json)
+    _print_job(get_job(job_id), as_json)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -340,9 +419,21 @@ def stats(as_json: bool) -> None:
         click.echo(json.dumps(figures))
         return
     for section, values in figures.items():
+        if not values:
+            continue
         click.echo(f"{section}:")
         for name, value in values.items():
-            click.echo(f"  {name:<28} {value}")
+            click.echo(f"  {name:<28} {format_figure(name, value):>12}")
+
+
+def format_figure(name: str, value: float) -> str:
+    """One figure of ``enhance stats``: whole numbers without a fraction, others with two
+    decimals; a daily limit of -1 is "none"."""
+    if name == "daily_limit" and value == -1:
+        return "none"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
 
 
 @main.command()
@@ -371,15 +462,20 @@ def metrics(port, address) -> None:
 
 @main.command()
 def healthcheck() -> None:
-    """Exit 0 when the broker and the job store answer."""
+    """Exit 0 when the broker and the job store answer (4 when one does not)."""
     from workers.embedded import redis_answers
+    from workers.runtime import connect_redis
 
     settings = _settings_or_exit()
-    if not _job_store_answers(settings):
-        raise click.ClickException(f"job store does not answer at {_safe(settings.redis_url)}")
+    client = connect_redis(settings)
+    try:
+        client.ping()  # a failure is worded by the group: the job store, its URL, exit 4
+    finally:
+        client.close()
     if settings.celery_broker_url.startswith("redis"):
         if not redis_answers(settings.celery_broker_url, timeout_s=3):
-            raise click.ClickException("broker does not answer")
+            raise CliFailure(f"the broker does not answer at {safe_url(settings.celery_broker_url)} "
+                             "(CELERY_BROKER_URL); is it running there?", EXIT_UNREACHABLE)
     else:
         from workers.app import app
 
@@ -399,11 +495,8 @@ def lifecycle(as_json: bool) -> None:
 
     settings = _settings_or_exit()
     store = ObjectStore.from_settings(settings)
-    try:
-        rules = store.apply_lifecycle(settings.lifecycle_inputs_expire_days,
-                                      settings.lifecycle_abort_incomplete_days)
-    except EnhanceError as exc:
-        raise click.ClickException(f"lifecycle rules not applied: {exc.message}") from exc
+    rules = store.apply_lifecycle(settings.lifecycle_inputs_expire_days,
+                                  settings.lifecycle_abort_incomplete_days)
     if as_json:
         click.echo(json.dumps(rules))
         return
@@ -411,27 +504,22 @@ def lifecycle(as_json: bool) -> None:
         click.echo(f"{rule.get('ID', '?'):<36} {json.dumps({k: v for k, v in rule.items() if k != 'ID'})}")
 
 
-def _job_store_answers(settings) -> bool:
-    """True when the job store answers PING (through its Sentinels when configured)."""
-    import redis
+@main.command()
+@click.option("--concurrency", type=int, default=2, show_default=True,
+              help="Worker processes.")
+@click.pass_context
+def dev(ctx: click.Context, concurrency: int) -> None:
+    """A local stack that stays up: Redis, S3, the sandbox, a worker and beat.
 
-    from workers.runtime import connect_redis
+    Starts what is not configured (real providers when their API keys are set), writes
+    the settings to .enhance/dev.env, where every other enhance command run from here
+    finds them, and stops everything on Ctrl-C.
+    """
+    from pathlib import Path
 
-    client = connect_redis(settings)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    from workers.dev import run_dev
 
-
-def _safe(url: str) -> str:
-    """A URL without its password, for messages."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+    sys.exit(run_dev(Path.cwd(), concurrency, verbose=ctx.parent.params["verbose"]))
 
 
 @main.command()

@@ -29,7 +29,11 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def _fail(exc: EnhanceError) -> click.ClickException:
-    return click.ClickException(f"{exc.code}: {exc.message}")
+    """The group's wording (workers/cli_errors.py): S3 down is exit 4, with its URL."""
+    from workers.cli_errors import failure_for
+    from workers.settings import get_settings
+
+    return failure_for(exc, get_settings())
 
 
 @click.command()

@@ -18,11 +18,10 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import click
 
-from workers.embedded import embedded_redis, embedded_s3
+from workers.embedded import ensure_bucket, start_missing_services
 
 SAMPLES = {  # name -> (width, height, Pillow format)
     "portrait.jpg": (256, 256, "JPEG"),
@@ -67,32 +66,6 @@ def demo_jobs(sandbox_url: str | None) -> list[DemoJob]:
     return jobs
 
 
-def _start_services(stack: ExitStack) -> dict[str, str]:
-    """Start what is not configured; return the environment that points at it."""
-    env: dict[str, str] = {}
-    if not os.environ.get("REDIS_URL"):
-        url = stack.enter_context(embedded_redis())
-        env["REDIS_URL"] = url
-        env.setdefault("CELERY_BROKER_URL", os.environ.get("CELERY_BROKER_URL", url))
-    if not os.environ.get("S3_ENDPOINT_URL") and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        env["S3_ENDPOINT_URL"] = stack.enter_context(embedded_s3())
-        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    missing = [p for p in ("hitpaw", "picwish") if not os.environ.get(f"{p.upper()}_API_KEY")]
-    if missing:
-        from providers.sandbox import SandboxConfig, SandboxServer
-
-        sandbox = stack.enter_context(SandboxServer(SandboxConfig(processing_time_s=(1.0, 4.0))))
-        env["DEMO_SANDBOX_URL"] = sandbox.base_url
-        keys = {"hitpaw": sandbox.hitpaw_key, "picwish": sandbox.picwish_key}
-        for name in missing:
-            env[f"{name.upper()}_API_KEY"] = keys[name]
-            env[f"{name.upper()}_BASE_URL"] = sandbox.base_url
-        if not os.environ.get("URL_ALLOWLIST"):  # the sandbox's result URLs are on loopback
-            env["URL_ALLOWLIST"] = urlsplit(sandbox.base_url).hostname or "127.0.0.1"
-    env.setdefault("RECONCILE_INTERVAL_S", "5")
-    return env
-
-
 def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -119,7 +92,9 @@ def _wait_for_worker(app, timeout_s: float = 60) -> None:
 def run_demo(timeout_s: float) -> int:
     """Run the main job; return the exit status (0 when every job succeeded)."""
     with ExitStack() as stack:
-        os.environ.update(_start_services(stack))
+        local = start_missing_services(stack)
+        os.environ.update(local.env)
+        os.environ.setdefault("RECONCILE_INTERVAL_S", "5")
         from workers.settings import get_settings
 
         get_settings.cache_clear()
@@ -127,20 +102,12 @@ def run_demo(timeout_s: float) -> int:
         from workers.runtime import get_runtime
 
         rt = get_runtime()
-        _ensure_bucket(rt)
+        ensure_bucket(rt.objects)
         click.echo(f"broker {rt.settings.celery_broker_url}, bucket {rt.settings.s3_bucket}")
         _spawn(stack, "worker", "--concurrency", "2", "--loglevel", "WARNING")
         _spawn(stack, "beat")
         _wait_for_worker(app)
-        return _run_jobs(rt, demo_jobs(os.environ.get("DEMO_SANDBOX_URL")), timeout_s)
-
-
-def _ensure_bucket(rt) -> None:
-    client, bucket = rt.objects.client, rt.settings.s3_bucket
-    try:
-        client.head_bucket(Bucket=bucket)
-    except Exception:  # noqa: BLE001 - botocore's 404 has no class of its own
-        client.create_bucket(Bucket=bucket)
+        return _run_jobs(rt, demo_jobs(local.sandbox_url), timeout_s)
 
 
 def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:

@@ -1,8 +1,9 @@
-"""Embedded stand-ins for the services a deployment provides: Redis and an S3 endpoint.
+"""Embedded stand-ins for the services a deployment provides: Redis, S3, the providers.
 
-Used by ``enhance demo`` (the main job on embedded defaults) and by the test suite when
-nothing is configured. Each is a real server on loopback: a ``redis-server`` process and
-moto's S3 server over HTTP. Nothing here is used when the services are configured.
+Used by ``enhance demo`` and ``enhance dev`` (a whole stack on this machine) and by the
+test suite when nothing is configured. Each is a real server on loopback: a
+``redis-server`` process, moto's S3 server over HTTP and the provider sandbox. Nothing
+here is used when the services are configured.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -59,7 +62,8 @@ def embedded_redis(startup_timeout_s: float = 10.0) -> Iterator[str]:
          "--dir", workdir, "--daemonize", "no", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+        start_new_session=True,  # a Ctrl-C meant for its owner must not stop it before the
+    )                            # workers using it; the owner stops it last
     url = f"redis://{LOOPBACK}:{port}/0"
     try:
         _wait_until_ready(url, proc, startup_timeout_s)
@@ -105,3 +109,64 @@ def embedded_s3() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@dataclass
+class LocalServices:
+    """What ``start_missing_services`` started: the environment pointing at it, in words."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    started: list[tuple[str, str, str]] = field(default_factory=list)  # (name, address, what)
+    sandbox_url: str | None = None
+
+
+def start_missing_services(stack: ExitStack, environ: Mapping[str, str] = os.environ,
+                           processing_time_s: tuple[float, float] = (1.0, 4.0)) -> LocalServices:
+    """Start on loopback what ``environ`` does not configure; stopped when ``stack`` closes.
+
+    A private Redis without ``REDIS_URL``, moto's S3 server without ``S3_ENDPOINT_URL``
+    or AWS credentials, and the provider sandbox for each provider without an API key.
+    """
+    local = LocalServices()
+    if not environ.get("REDIS_URL"):
+        url = stack.enter_context(embedded_redis())
+        local.env["REDIS_URL"] = url
+        local.env["CELERY_BROKER_URL"] = environ.get("CELERY_BROKER_URL") or url
+        local.started.append(("redis", url, "redis-server: broker and job store"))
+    if not environ.get("S3_ENDPOINT_URL") and not environ.get("AWS_ACCESS_KEY_ID"):
+        endpoint = stack.enter_context(embedded_s3())
+        local.env.update(S3_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                         AWS_SECRET_ACCESS_KEY="testing")
+        local.started.append(("s3", endpoint, "moto's S3 server, in memory"))
+    missing = [p for p in ("hitpaw", "picwish") if not environ.get(f"{p.upper()}_API_KEY")]
+    if missing:
+        _start_sandbox(stack, local, missing, processing_time_s)
+        if not environ.get("URL_ALLOWLIST"):  # the sandbox's result URLs are on loopback
+            local.env["URL_ALLOWLIST"] = urlsplit(local.sandbox_url).hostname or LOOPBACK
+    return local
+
+
+def _start_sandbox(stack: ExitStack, local: LocalServices, providers: list[str],
+                   processing_time_s: tuple[float, float]) -> None:
+    from providers.sandbox import SandboxConfig, SandboxServer
+
+    config = SandboxConfig(processing_time_s=processing_time_s)
+    sandbox = stack.enter_context(SandboxServer(config, quiet=True))
+    local.sandbox_url = sandbox.base_url
+    keys = {"hitpaw": sandbox.hitpaw_key, "picwish": sandbox.picwish_key}
+    for name in providers:
+        local.env[f"{name.upper()}_API_KEY"] = keys[name]
+        local.env[f"{name.upper()}_BASE_URL"] = sandbox.base_url
+    local.started.append(("sandbox", sandbox.base_url,
+                          f"provider sandbox for {' and '.join(providers)} (fake keys, no charge)"))
+
+
+def ensure_bucket(objects) -> bool:
+    """Create the bucket of ``objects`` (an ``ObjectStore``) unless it exists; True if created."""
+    client, bucket = objects.client, objects.bucket
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except Exception:  # noqa: BLE001 - botocore's 404 has no class of its own
+        client.create_bucket(Bucket=bucket)
+        return True

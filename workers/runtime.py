@@ -176,6 +176,12 @@ def get_runtime() -> Runtime:
         return _runtime
 
 
+def current_runtime() -> Runtime | None:
+    """This process's runtime if one was made or set already, else None (nothing is made)."""
+    with _lock:
+        return _runtime
+
+
 def set_runtime(runtime: Runtime | None) -> Runtime | None:
     """Replace this process's runtime (tests, embedded runs); returns the old one."""
     global _runtime

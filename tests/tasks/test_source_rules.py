@@ -60,12 +60,22 @@ def test_s3_source_outside_the_allowed_buckets_refused_at_enqueue(system, s3_cli
 def test_s3_source_in_s3_source_buckets_accepted(system_env, s3_client, tmp_path):
     extra = f"uploads-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=extra)
+    s3_client.put_object(Bucket=extra, Key="photo.jpg", Body=image_bytes(32, 32))
     deployment = System({**system_env, "S3_SOURCE_BUCKETS": f"elsewhere, {extra}"}, tmp_path)
     try:
         job_id = deployment.enqueue(f"s3://{extra}/photo.jpg", "hitpaw")
         assert deployment.job(job_id).source.uri == f"s3://{extra}/photo.jpg"
     finally:
         deployment.stop()
+
+
+@pytest.mark.integration
+def test_a_missing_s3_source_is_refused_at_enqueue_before_any_provider_call(system, sandbox):
+    uri = f"s3://{system.settings.s3_bucket}/uploads/not-there.jpg"
+    with pytest.raises(InvalidInput, match=r"s3:// source .*not-there.jpg does not exist"):
+        system.enqueue(uri, "hitpaw")
+    assert job_count(system) == 0
+    assert sandbox.requests() == []
 
 
 @pytest.mark.integration

@@ -1,0 +1,124 @@
+"""``enhance submit --wait`` and ``enhance dev`` in a terminal, as a person runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.system import ROOT, image_bytes
+from tests.workers.terminal import Terminal
+
+pytestmark = pytest.mark.integration
+
+LABEL = re.compile(r"\] +\d+% ([a-z]+(?: \d+ %)?)")  # "[####----]  40% processing 40 %"
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(image_bytes(60, 40))
+    return path
+
+
+def labels(output: str) -> list[str]:
+    """The status line's successive labels, each once."""
+    seen: list[str] = []
+    for label in LABEL.findall(output):
+        if not seen or seen[-1] != label:
+            seen.append(label)
+    return seen
+
+
+def test_the_status_line_shows_each_state_and_the_providers_progress(system, sandbox, photo):
+    sandbox.configure(processing_time_s=(600.0, 600.0))  # held until released below
+    system.start_worker()
+    term = Terminal(["submit", str(photo), "--provider", "picwish", "--wait"], system.env)
+    try:
+        term.expect(r"processing \d+ %", timeout_s=60)
+        sandbox.release(within_s=0.5)
+        assert term.wait(timeout_s=60) == 0, term.output
+    finally:
+        term.close()
+
+    seen = labels(term.output)
+    assert seen[0] == "queued" and seen[-1] == "succeeded", seen
+    assert "storing" in seen or "succeeded" in seen
+    assert any(label.startswith("processing ") for label in seen), seen
+    order = ["queued", "submitted", "processing", "storing", "succeeded"]
+    ranks = [order.index(label.split()[0]) for label in seen]
+    assert ranks == sorted(ranks), seen
+    assert "\r" in term.output, "the line is redrawn in place on a terminal"
+    assert " INFO " not in term.output, "a log line broke the status line"
+
+
+def test_no_worker_is_named_with_how_to_start_one_and_ctrl_c_leaves_the_job_running(
+        system, sandbox, photo):
+    term = Terminal(["submit", str(photo), "--provider", "hitpaw", "--wait"], system.env)
+    try:
+        term.expect("no worker is running: nothing consumes enhance.admit, enhance.submit "
+                    r"\(no worker answered Celery's inspect\)\. Start one in another terminal: "
+                    "enhance worker", timeout_s=60)
+        term.interrupt()
+        status = term.wait(timeout_s=30)
+    finally:
+        term.close()
+
+    job_id = re.search(r"job ([0-9a-f]{32})", term.output).group(1)
+    assert status == 130
+    assert (f"stopped waiting; job {job_id} carries on (now queued). Follow it with: "
+            f"enhance status {job_id}") in term.output
+    assert "Aborted!" not in term.output and "Traceback" not in term.output
+    assert system.job(job_id).state.value == "queued"
+
+
+def test_a_worker_without_the_jobs_queue_is_named(system, sandbox, photo):
+    system.start_worker(queues="enhance.store")
+    term = Terminal(["submit", str(photo), "--provider", "hitpaw", "--wait", "--json"],
+                    system.env)
+    try:
+        term.expect(r"no worker consumes enhance\.admit, enhance\.submit \(workers up: w\w+@test\)"
+                    r"\. Start one: enhance worker --queues enhance\.admit,enhance\.submit",
+                    timeout_s=60)
+    finally:
+        term.close()
+
+
+@pytest.mark.slow
+def test_enhance_dev_up_submit_status_and_down(tmp_path, photo):
+    """A fresh directory, nothing configured: `enhance dev` in one terminal, commands in another."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
+    dev = Terminal(["dev"], {**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    try:
+        dev.expect("enhance dev: ready", timeout_s=120)
+        assert (tmp_path / ".enhance" / "dev.env").is_file()
+
+        done = _enhance(tmp_path, env, "submit", str(photo), "--provider", "picwish", "--wait",
+                        "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "enhance: using the settings of `enhance dev` from .enhance/dev.env" in done.stderr
+        job = json.loads(done.stdout)
+        assert job["state"] == "succeeded" and job["output_uri"].startswith("s3://enhance-results/")
+
+        status = _enhance(tmp_path, env, "status", job["job_id"])
+        assert status.returncode == 0 and f"job {job['job_id']}: succeeded" in status.stdout
+
+        dev.interrupt()
+        assert dev.wait(timeout_s=60) == 0, dev.output
+    finally:
+        dev.close()
+    assert "enhance dev: stopped" in dev.output
+    assert not (tmp_path / ".enhance" / "dev.env").exists()
+    for line in ("redis ", "s3 ", "sandbox ", "worker ", "beat "):
+        assert f"\n  {line}" in dev.output.replace("\r\n", "\n"), line
+
+
+def _enhance(cwd, env, *args):
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], cwd=cwd,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=120)
