@@ -89,7 +89,7 @@ def test_a_worker_without_the_jobs_queue_is_named(system, sandbox, photo):
 
 
 @pytest.mark.slow
-def test_enhance_dev_up_submit_status_and_down(tmp_path, photo):
+def test_enhance_dev_up_submit_status_get_and_down(tmp_path, photo):
     """A fresh directory, nothing configured: `enhance dev` in one terminal, commands in another."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
@@ -107,6 +107,9 @@ def test_enhance_dev_up_submit_status_and_down(tmp_path, photo):
 
         status = _enhance(tmp_path, env, "status", job["job_id"])
         assert status.returncode == 0 and f"job {job['job_id']}: succeeded" in status.stdout
+        got = _enhance(tmp_path, env, "get", job["job_id"], "-o", "out.jpg")
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "out.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
 
         dev.interrupt()
         assert dev.wait(timeout_s=60) == 0, dev.output
