@@ -47,22 +47,27 @@ SLOT_STATES = (JobState.QUEUED, JobState.SUBMITTED, JobState.PROCESSING)
 FAR_MS = 10**15  # "never" for a wake that must not replace a live chain
 #: A submit slot free within this many ms is booked at once and its submit sent with that
 #: countdown: above ~20 req/s one run admits a batch instead of one job per pacing interval.
-#: Below, the pacing interval is longer than this and nothing is booked ahead.
+#: Below, a run waiting for the budget is scheduled half this before the next slot, books
+#: it and sends its submit to arrive on it: each run's own dispatch delay does not add up.
 BOOK_AHEAD_MS = 100
 
-# KEYS[1]: the provider's prefix; KEYS[2..4]: the budget's cool-down, pace and submit pace.
+# KEYS[1]: the provider's prefix; KEYS[2..5]: the budget's cool-down, pace, submit pace
+# and line (``tasks.budget``: the next free turn, ms of Redis time, shared with polls).
 # ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant cap ..." overrides,
 # batch share (every N-th admission), pace interval (ms), submit interval (ms), how far
 # ahead a slot may be booked (ms). The budget's submit slot is taken in the same step as
 # the job, both or neither; a slot free within the horizon is booked (the pacing marks
-# move to its end) and the submit is sent with that countdown.
+# and the line move to its end) and the submit is sent with that countdown. Polls booked
+# on the line go first: a submit takes a turn after them.
 _ADMIT_ONE = """
 local p, now = KEYS[1], tonumber(ARGV[1])
 if redis.call('ZCARD', p .. 'slots') >= tonumber(ARGV[2]) then return {'cap'} end
+local t = redis.call('TIME')
+local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function budget_wait()
   local wait = 0
   for i = 2, 4 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
-  return wait
+  return math.max(wait, tonumber(redis.call('GET', KEYS[5]) or '0') - rnow)
 end
 local caps, default_cap = {}, tonumber(ARGV[3])
 for t, c in string.gmatch(ARGV[4], '(%S+) (%S+)') do caps[t] = tonumber(c) end
@@ -87,6 +92,10 @@ for _, lane in ipairs(lanes) do
       local job, wait = head[1], budget_wait()
       redis.call('SET', KEYS[3], '1', 'PX', wait + tonumber(ARGV[6]))
       redis.call('SET', KEYS[4], '1', 'PX', wait + tonumber(ARGV[7]))
+      local after = rnow + wait + tonumber(ARGV[6])
+      if tonumber(redis.call('GET', KEYS[5]) or '0') < after then
+        redis.call('SET', KEYS[5], after, 'PX', wait + tonumber(ARGV[6]) + 1000)
+      end
       redis.call('ZREM', q, job)
       if redis.call('ZCARD', q) == 0 then redis.call('ZREM', lk, tenant)
       else redis.call('ZADD', lk, redis.call('INCR', p .. 'rr'), tenant) end
@@ -369,7 +378,7 @@ def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | Non
             if decision.kind == "empty":
                 return len(admitted), None
             if decision.kind == "budget":  # the next submit slot is a pacing interval away
-                return len(admitted), max(rt.budget.submit_wait_s(provider), 0.001)
+                return len(admitted), _until_slot_s(rt, provider)
             if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
                 return len(admitted), rt.settings.max_countdown_s
             admitted.append((decision.job_id, decision.delay_ms / 1000))
@@ -377,6 +386,14 @@ def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | Non
     finally:
         if admitted:
             dispatch.submit_many(admitted)
+
+
+def _until_slot_s(rt: Runtime, provider: str) -> float:
+    """When to run again for the next submit slot: a little before it, so the run books
+    it (``BOOK_AHEAD_MS``) and sends the submit with a countdown that ends on it, rather
+    than every run's own dispatch delay adding up in the submit rate."""
+    wait_s = rt.budget.submit_wait_s(provider)
+    return max(wait_s - BOOK_AHEAD_MS / 2000, 0.001)
 
 
 def resume(rt: Runtime, provider: str, dispatch=None) -> bool:

@@ -108,7 +108,7 @@ def submit(self: Task, job_id: str, *_old: object) -> None:
 
 
 @app.task(name="enhance.poll", base=JobTask, bind=True, max_retries=30)
-def poll(self: Task, job_id: str, token: str, waited: bool = False) -> None:
+def poll(self: Task, job_id: str, token: str, waited: float = 0.0) -> None:
     """Ask the provider about a job once; schedule the next poll or the store."""
     run_step(self, pipeline.poll_job, job_id, token, waited)
 
@@ -160,7 +160,7 @@ class CeleryDispatcher:
             for job_id, countdown_s in jobs:
                 submit.apply_async((job_id,), countdown=countdown_s or None, producer=producer)
 
-    def poll(self, job_id: str, token: str, countdown_s: float, waited: bool = False) -> None:
+    def poll(self, job_id: str, token: str, countdown_s: float, waited: float = 0.0) -> None:
         poll.apply_async((job_id, token, waited), countdown=countdown_s or None)
 
     def store(self, job_id: str, countdown_s: float = 0) -> None:
