@@ -1,10 +1,11 @@
-"""``python -m ops.bench [--scenarios 1,2,3,4,5] [--smoke] [--out ops/bench/reports/]``."""
+"""``python -m ops.bench [--scenarios 1,2,...,9] [--smoke] [--out ops/bench/reports/]``."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -13,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from ops.bench import params as P
+from ops.bench.admission import backlog, fairness, reuse, spend_cap
 from ops.bench.memory import large_results, many_in_flight
 from ops.bench.report import machine, print_summary, write_chart, write_json
 from ops.bench.runner import Context, parse_suite_args
@@ -25,6 +27,10 @@ SCENARIOS = {  # number -> (name, run, params attribute)
     "3": ("the naive way, side by side", naive, "naive"),
     "4": ("large results", large_results, "large_results"),
     "5": ("many in flight", many_in_flight, "many_in_flight"),
+    "6": ("a backlog under the cap", backlog, "backlog"),
+    "7": ("fairness across tenants", fairness, "fairness"),
+    "8": ("reuse: one image enqueued at once", reuse, "reuse"),
+    "9": ("a daily spend cap, processes racing", spend_cap, "spend_cap"),
 }
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - started, 1)
+    report["machine"]["load_average"].append(round(os.getloadavg()[0], 2))
     return report
 
 

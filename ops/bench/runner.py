@@ -70,23 +70,29 @@ def _ensure_bucket(rt: Runtime) -> None:
         client.create_bucket(Bucket=bucket)
 
 
-def enqueue_many(ctx: Context, count: int, provider: str,
-                 sample: str = "portrait.jpg") -> list[str]:
-    """Enqueue ``count`` jobs of one of the sandbox's samples; return their ids."""
+def enqueue_many(ctx: Context, count: int, provider: str, sample: str = "portrait.jpg",
+                 **kwargs) -> list[str]:
+    """Enqueue ``count`` jobs of one of the sandbox's samples; return their ids.
+
+    ``kwargs`` go to ``enqueue`` (``tenant=``, ``priority=``...).
+    """
     from tasks.producer import enqueue
 
     rt = get_runtime()
     url = ctx.sandbox.sample_url(sample)
-    return [enqueue(url, provider, runtime=rt) for _ in range(count)]
+    return [enqueue(url, provider, runtime=rt, **kwargs) for _ in range(count)]
 
 
-def wait_final(ctx: Context, count: int, timeout_s: float) -> bool:
-    """Wait until ``count`` jobs are final; False on timeout."""
-    def done() -> bool:
-        counts = get_runtime().jobs.counts()
-        return counts["succeeded"] + counts["failed"] >= count
+def final_count() -> int:
+    counts = get_runtime().jobs.counts()
+    return counts["succeeded"] + counts["failed"]
+
+
+def wait_final(ctx: Context, count: int, timeout_s: float, already: int = 0) -> bool:
+    """Wait until ``count`` more jobs than ``already`` are final; False on timeout."""
     try:
-        wait_until(done, timeout_s, f"{count} jobs ending", interval_s=0.2)
+        wait_until(lambda: final_count() - already >= count, timeout_s, f"{count} jobs ending",
+                   interval_s=0.2)
         return True
     except RuntimeError:
         return False
@@ -143,9 +149,10 @@ def run_jobs(ctx: Context, workers: list[Launched], count: int, provider: str,
     """Enqueue ``count`` jobs, wait for them, and collect every record of the run."""
     pids = [w.pid for w in workers]
     before = task_totals(workers)
+    already = final_count()
     with TreeSampler(pids, ctx.redis) as sampler, CpuWindow(pids) as cpu:
         ids = enqueue_many(ctx, count, provider, sample)
-        finished = wait_final(ctx, count, timeout_s)
+        finished = wait_final(ctx, count, timeout_s, already)
     totals = task_totals(workers)
     totals.subtract(before)
     return JobsRun(ids, finished, records(ids), cpu, sampler, ctx.sandbox.requests_log(provider),

@@ -125,6 +125,17 @@ class SandboxAdmin:
         response.raise_for_status()
         return response.json()
 
+    def jobs(self) -> list[dict]:
+        """Every job the sandbox created (each a paid call): id, cost, created/completed at."""
+        response = self._http.get(f"{self.base_url}/_sandbox/jobs", timeout=120)
+        response.raise_for_status()
+        return response.json()
+
+    def sample_bytes(self, name: str = "portrait.jpg") -> bytes:
+        response = self._http.get(self.sample_url(name), timeout=30)
+        response.raise_for_status()
+        return response.content
+
     def sample_url(self, name: str = "portrait.jpg") -> str:
         return f"{self.base_url}/_sandbox/samples/{name}"
 
@@ -229,6 +240,14 @@ class Stack:
                    STARTUP_TIMEOUT_S, f"worker {node} answering a ping", interval_s=0)
         if not proc.alive():
             raise RuntimeError(f"worker exited: {proc.tail()}")
+        return proc
+
+    def beat(self, env: dict[str, str]) -> Launched:
+        """Start ``enhance beat`` (reconcile on its schedule); stopped with the workers."""
+        schedule = self.work_dir / f"beat-schedule-{uuid.uuid4().hex[:6]}"
+        proc = self._launch("beat", [sys.executable, "-m", "workers.cli", "beat",
+                                     "--schedule", str(schedule)], env)
+        self.workers.append(proc)
         return proc
 
     def stop_workers(self, kill: bool = False) -> None:

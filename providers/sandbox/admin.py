@@ -48,9 +48,16 @@ def requests_log() -> Response:
 
 @bp.get("/jobs")
 def jobs() -> Response:
-    """Every job the sandbox created (each one a paid submit), oldest first."""
+    """Every job the sandbox created (each one a paid submit), oldest first.
+
+    ``created_at`` is when the submit arrived; ``completed_at`` when the outcome became
+    visible to a poll (None while the job runs): the provider's own time is the difference.
+    """
+    now = time.monotonic()
     return jsonify([{"id": job.id, "provider": job.provider, "source_url": job.source_url,
-                     "cost": job.cost, "created_at": job.created_at}
+                     "cost": job.cost, "created_at": job.created_at,
+                     "completed_at": job.wall_time(job.completed_mono)
+                     if job.finished(now) else None}
                     for job in sandbox_state().jobs.all()])
 
 

@@ -1,8 +1,10 @@
 """The benchmark's smoke run produces every figure of every scenario.
 
 Runs ``python -m ops.bench --smoke`` as a subprocess (the real system, tiny) and checks
-the report's shape and sanity: types, signs, every job succeeded, 429s counted. Never
-wall-clock speed: that is what the full run is for, on a known machine.
+the report's shape and sanity: types, signs, every job succeeded, 429s counted, and the
+admission scenarios' correctness (nothing failed or paid twice in the backlog, one paid
+call for identical enqueues, spend within the cap). Never wall-clock speed: that is what
+the full run is for, on a known machine.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def assert_jobs(figures: dict) -> None:
 
 def test_every_scenario_ran_without_error(report):
     assert report["errors"] == {}
-    assert sorted(report["scenarios"]) == ["1", "2", "3", "4", "5"]
+    assert sorted(report["scenarios"]) == [str(n) for n in range(1, 10)]
     assert report["mode"] == "smoke"
     assert number(report["machine"]["cpus"], positive=True)
     for scenario in report["scenarios"].values():
@@ -74,6 +76,12 @@ def test_orchestration_overhead_has_its_floor(report):
     for name in ("ceiling_jobs_per_s", "jobs_per_s_vs_ceiling", "floor_cpu_ms_per_job",
                  "cpu_per_job_vs_floor"):
         assert number(f[name], positive=True), name
+    for added in (f["latency_added"], f["latency_added_burst"]):
+        assert added["measured_jobs"] > 0
+        for name in ("provider_time_p50_s", "added_p50_s", "added_bound_at_p50_s",
+                     "enqueue_to_provider_p95_s", "provider_done_to_stored_p95_s"):
+            assert number(added[name], positive=True), name
+    assert f["latency_added"]["succeeded"] == f["latency_added"]["jobs"]
 
 
 def test_provider_cap_counts_429s(report):
@@ -83,14 +91,20 @@ def test_provider_cap_counts_429s(report):
     assert scenario["params"]["settings"]["PICWISH_MAX_RPS"] == scenario["params"]["qps"]
     assert isinstance(f["provider_429s"], int) and f["provider_429s"] >= 0  # counted, not judged
     assert number(f["jobs_per_s_vs_ideal"], positive=True)
+    assert number(f["sustained_vs_ideal"], positive=True)
+    assert number(f["tightest_window_span_s"], positive=True)
 
 
-def test_naive_side_by_side(report):
-    f = report["scenarios"]["3"]["figures"]
-    assert_jobs(f["ours"])
+def test_naive_side_by_side_by_job_count(report):
+    scenario = report["scenarios"]["3"]
+    f = scenario["figures"]
     assert f["naive"]["all_succeeded"] is True
     assert number(f["naive"]["jobs_per_s"], positive=True)
-    assert number(f["jobs_per_s_ratio"], positive=True)
+    assert [r["jobs"] for r in f["ours_by_jobs"]] == scenario["params"]["ours_jobs"]
+    for row in f["ours_by_jobs"]:
+        assert row["all_succeeded"] is True, row
+        assert number(row["ratio"], positive=True)
+    assert f["jobs_per_s_ratio"] == f["ours_by_jobs"][-1]["ratio"]
 
 
 def test_large_results_by_size(report):
@@ -112,3 +126,39 @@ def test_many_in_flight_per_job(report):
     for name in ("worker_rss_mib", "redis_used_mib", "redis_bytes_per_in_flight_job",
                  "worker_main_rss_bytes_per_in_flight_job"):
         assert number(f[name]), name
+
+
+def test_backlog_fails_nothing_and_pays_once(report):
+    f = report["scenarios"]["6"]["figures"]
+    assert f["failed"] == 0, f
+    assert f["paid_twice"] == 0, f
+    assert f["succeeded"] > 0
+    assert f["queued_after_enqueue"] > 0
+    assert f["paid_calls"] == f["jobs_with_provider_job"]
+    for name in ("task_executions_per_job", "minimum_executions_per_job",
+                 "redis_bytes_per_queued_job", "worker_rss_peak_mib"):
+        assert number(f[name], positive=True), name
+
+
+def test_fairness_admits_b_behind_a(report):
+    f = report["scenarios"]["7"]["figures"]
+    for name in ("b_alone_wait_p95_s", "b_behind_a_wait_p95_s", "fifo_b_wait_estimate_s"):
+        assert number(f[name], positive=True), name
+    assert f["a_admitted_meanwhile"] < report["scenarios"]["7"]["params"]["a_jobs"]
+
+
+def test_reuse_pays_once_for_identical_enqueues(report):
+    f = report["scenarios"]["8"]["figures"]
+    assert f["succeeded"] == f["jobs"] > 1, f
+    assert f["paid_calls"] == 1, f
+    assert f["reused"] == f["jobs"] - 1
+    assert f["distinct_outputs"] == f["jobs"], "each job gets its own object"
+
+
+def test_spend_stays_within_the_cap(report):
+    f = report["scenarios"]["9"]["figures"]
+    assert f["timed_out"] is False
+    assert 0 < f["credits_charged"] <= f["cap_credits"], f
+    assert f["ledger_credits"] <= f["cap_credits"]
+    assert f["succeeded"] + sum(f["failure_codes"].values()) == f["jobs"]
+    assert set(f["failure_codes"]) <= {"budget_exhausted"}
