@@ -4,7 +4,9 @@ Fields: ``requests:<provider>:<kind>`` (submit, poll), ``rate_limited:<provider>
 ``submit_outcome_unknown:<provider>`` (failed submits that may have been charged),
 ``cost:<provider>``, ``reused:<provider>`` (jobs settled from an identical job's result)
 and ``saved:<provider>`` (the cost those jobs did not pay), ``stored``, ``store_lag_s_sum`` / ``store_lag_count`` (completed to
-stored), ``failed:<code>``. Read by ``enhance stats`` and the Prometheus metrics.
+stored), ``failed:<code>``, and the latency histograms of succeeded jobs
+(``hist:<name>:<provider>:<model>:le=<bound>`` per bucket, not cumulative, with ``:sum``
+and ``:count``; ``LATENCY_BUCKETS_S``). Read by ``enhance stats`` and the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import redis
 from storage.jobs import KEY_PREFIX
 
 STATS_KEY = KEY_PREFIX + "stats"
+#: Upper bounds (seconds) of the latency histograms' buckets; a larger value counts in +Inf.
+LATENCY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+HIST_PREFIX = "hist:"
 
 
 class Stats:
@@ -30,3 +35,38 @@ class Stats:
     def read(self) -> dict[str, float]:
         """Every counter, as numbers."""
         return {k.decode(): float(v) for k, v in self._redis.hgetall(STATS_KEY).items()}
+
+    def observe(self, name: str, labels: tuple[str, ...], value_s: float) -> None:
+        """Count ``value_s`` into histogram ``name`` for ``labels`` (no colon in a label)."""
+        bound = next((b for b in LATENCY_BUCKETS_S if value_s <= b), None)
+        base = ":".join((HIST_PREFIX + name, *labels))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrbyfloat(STATS_KEY, f"{base}:le={'+Inf' if bound is None else bound}", 1)
+        pipe.hincrbyfloat(STATS_KEY, f"{base}:sum", value_s)
+        pipe.hincrbyfloat(STATS_KEY, f"{base}:count", 1)
+        pipe.execute()
+
+
+def histograms(raw: dict[str, float]) -> dict[tuple[str, tuple[str, ...]], dict]:
+    """The histograms in ``Stats.read()``'s figures: (name, labels) -> buckets, sum, count.
+
+    ``buckets`` holds (upper bound, cumulative count) pairs ending with +Inf, as Prometheus
+    wants them.
+    """
+    found: dict[tuple[str, tuple[str, ...]], dict] = {}
+    for field, value in raw.items():
+        if not field.startswith(HIST_PREFIX):
+            continue
+        name, *labels, suffix = field[len(HIST_PREFIX):].split(":")
+        entry = found.setdefault((name, tuple(labels)), {"per_bucket": {}, "sum": 0.0,
+                                                          "count": 0.0})
+        if suffix.startswith("le="):
+            entry["per_bucket"][suffix[3:]] = value
+        else:
+            entry[suffix] = value
+    for entry in found.values():
+        per_bucket, total, entry["buckets"] = entry.pop("per_bucket"), 0.0, []
+        for bound in [*map(str, LATENCY_BUCKETS_S), "+Inf"]:
+            total += per_bucket.get(bound, 0.0)
+            entry["buckets"].append((bound, total))
+    return found

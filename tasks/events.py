@@ -88,10 +88,22 @@ def charged(rt: Runtime, provider: str, cost: float | None) -> None:
 
 
 def stored(rt: Runtime, record: JobRecord) -> None:
-    """Count a stored result and how long it waited after the provider finished."""
+    """Count a stored result and how long it waited after the provider finished.
+
+    The job's latencies go to three histograms by provider and model: ``job`` (queued to
+    succeeded), ``provider`` (submitted to the poll that saw it done) and ``store_lag``
+    (that poll to stored).
+    """
     rt.stats.incr("stored")
-    started = record.transitions.get(JobState.STORING.value)
-    done = record.transitions.get(JobState.SUCCEEDED.value)
-    if started and done:
-        rt.stats.incr("store_lag_s_sum", (done - started).total_seconds())
-        rt.stats.incr("store_lag_count")
+    times = record.transitions
+    started, done = times.get(JobState.STORING.value), times.get(JobState.SUCCEEDED.value)
+    if not (started and done):
+        return
+    rt.stats.incr("store_lag_s_sum", (done - started).total_seconds())
+    rt.stats.incr("store_lag_count")
+    labels = (record.provider, record.model)
+    queued = times.get(JobState.QUEUED.value, record.created_at)
+    rt.stats.observe("job", labels, (done - queued).total_seconds())
+    if submitted := times.get(JobState.SUBMITTED.value):
+        rt.stats.observe("provider", labels, (started - submitted).total_seconds())
+    rt.stats.observe("store_lag", labels, (done - started).total_seconds())

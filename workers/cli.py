@@ -410,11 +410,12 @@ def sandbox(host, port, processing_time, result_ttl, picwish_qps, hitpaw_qps, **
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(as_json: bool) -> None:
-    """Job-level figures: jobs by state, provider requests, 429s, cost, store lag."""
-    from workers.metrics import collect_stats
+    """Job-level figures: jobs by state, provider requests, 429s, cost, store lag, queues."""
+    from workers.metrics import collect_stats, queue_depths
     from workers.runtime import get_runtime
 
     figures = collect_stats(get_runtime())
+    figures["queues"] = queue_depths() or {}  # messages waiting per Celery queue
     if as_json:
         click.echo(json.dumps(figures))
         return

@@ -1,18 +1,42 @@
 """Job-level figures for operators: ``enhance stats`` and Prometheus metrics.
 
-Flower shows tasks; these show jobs. Every figure is read from Redis at the time it is
-asked for, so they are the same whichever process serves them and add up across every
-worker: serve them from one process (``enhance metrics``), not from each worker.
+Flower shows tasks; these show jobs. Every figure is read from Redis (and the broker, for
+queue depths) at the time it is asked for, so they are the same whichever process serves
+them and add up across every worker: serve them from one process (``enhance metrics``),
+not from each worker. ``ops/grafana/enhance-queue.json`` is a dashboard built on them.
+
+Latency histograms (succeeded jobs, by provider and model; ``storage.stats``):
+``enhance_job_duration_seconds`` (queued to succeeded), ``enhance_provider_duration_seconds``
+(submitted to the poll that saw it done), ``enhance_store_lag_seconds`` (that poll to stored).
 """
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from storage.jobs import JobState
+from storage.stats import histograms
 from tasks import admission, spend
+from workers.constants import ALL_QUEUES
 from workers.runtime import Runtime, get_runtime
+
+log = logging.getLogger("enhance.metrics")
+#: Histogram name in the job store -> (metric name, help).
+HISTOGRAMS = {
+    "job": ("enhance_job_duration_seconds", "Succeeded jobs: queued to succeeded"),
+    "provider": ("enhance_provider_duration_seconds",
+                 "Succeeded jobs: submitted to the poll that saw the provider done"),
+    "store_lag": ("enhance_store_lag_seconds",
+                  "Succeeded jobs: provider done (as polled) to stored in S3"),
+}
 
 PROVIDERS = ("hitpaw", "picwish")
 
@@ -65,7 +89,8 @@ class JobCollector:
         self._runtime = runtime
 
     def collect(self):
-        figures = collect_stats(self._runtime or get_runtime())
+        rt = self._runtime or get_runtime()
+        figures = collect_stats(rt)
         jobs = GaugeMetricFamily("enhance_jobs", "Jobs in each state now", labels=["state"])
         for state, value in figures["jobs"].items():
             jobs.add_metric([state], value)
@@ -112,6 +137,63 @@ class JobCollector:
         yield GaugeMetricFamily("enhance_store_lag_avg_seconds",
                                 "Mean time from provider completion to stored",
                                 value=results["store_lag_avg_s"])
+        yield _jobs_by_provider(rt)
+        yield from _latency_histograms(rt)
+        if (depths := queue_depths()) is not None:
+            depth = GaugeMetricFamily("enhance_queue_depth",
+                                      "Messages waiting in each Celery queue (not countdowns "
+                                      "a worker holds)", labels=["queue"])
+            for queue, count in depths.items():
+                depth.add_metric([queue], count)
+            yield depth
+
+
+def _jobs_by_provider(rt: Runtime) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("enhance_provider_jobs", "Jobs in each state now, by provider",
+                               labels=["provider", "state"])
+    counts = rt.jobs.counts()
+    for name in PROVIDERS:
+        for state in JobState:
+            family.add_metric([name, state.value], counts.get(f"{name}:{state.value}", 0))
+    return family
+
+
+def _latency_histograms(rt: Runtime):
+    found = histograms(rt.stats.read())
+    for key, (metric, help_text) in HISTOGRAMS.items():
+        family = HistogramMetricFamily(metric, help_text, labels=["provider", "model"])
+        for (name, labels), entry in sorted(found.items()):
+            if name == key and len(labels) == 2:
+                family.add_metric(list(labels), entry["buckets"], entry["sum"])
+        yield family
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Messages waiting in each of the project's queues; None when the broker does not answer.
+
+    A queue nothing was ever sent to does not exist yet on the broker: it counts 0.
+    """
+    from amqp.exceptions import ChannelError
+    from kombu.exceptions import OperationalError
+
+    from workers.app import app
+
+    depths = {}
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            for queue in ALL_QUEUES:
+                channel = conn.channel()  # a failed passive declare closes an AMQP channel
+                try:
+                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                except ChannelError:
+                    depths[queue] = 0
+                finally:
+                    channel.close()
+    except (OperationalError, OSError) as exc:
+        log.warning("queue depths unknown: the broker does not answer (%s)", exc)
+        return None
+    return depths
 
 
 def _admission_metrics(figures):
