@@ -58,8 +58,7 @@ from storage.notifications import (
 )
 from tasks import events
 from workers.constants import ALL_QUEUES, USER_AGENT
-from workers.runtime import Runtime
-from workers.settings import get_settings
+from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("enhance.notify")
 
@@ -397,14 +396,16 @@ def verify_webhook(body: bytes | str, headers: Mapping[str, str],
         body: the request body exactly as received (bytes; never re-serialised JSON).
         headers: the request headers (any mapping; names are matched case-insensitively).
         secret: the ``whsec_`` secret, two space-separated ones (or a list) while rotating;
-            default ``WEBHOOK_SECRET``.
+            default ``WEBHOOK_SECRET`` (of the process's runtime, as every producer call).
 
     Raises:
         WebhookVerificationFailed: headers missing or malformed, a timestamp more than 5
             minutes off, or no signature made with the secret (an ``InvalidInput``: 400).
         WebhookNotConfigured: no secret given and ``WEBHOOK_SECRET`` unset.
     """
-    secrets = secrets_of(secret if secret is not None else get_settings().webhook_secret)
+    if secret is None:
+        secret = get_runtime().settings.webhook_secret  # the producer API's settings
+    secrets = secrets_of(secret)
     if not secrets:
         raise WebhookNotConfigured("no webhook secret to verify with (WEBHOOK_SECRET)")
     reason = "no signature matches"

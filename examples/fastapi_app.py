@@ -1,0 +1,84 @@
+"""A complete FastAPI backend on enhance-queue (README, "Producer API").
+
+    POST /enhance           an uploaded image (multipart field ``image``) or a ``url`` form
+                            field, ``provider`` and ``model`` -> 202 {"job_id", "status_url"}
+    GET  /enhance/{job_id}  the job's state and error, and once it succeeded an HTTPS
+                            ``output_url`` a browser can open
+    POST /hooks/enhance     the webhook receiver: checks the signature, deduplicates on
+                            ``webhook-id``, hands the event to ``on_event``
+
+Run it beside the workers, with their environment (``REDIS_URL``, ``CELERY_BROKER_URL``,
+``S3_*``, ``WEBHOOK_SECRET``) and ``ENHANCE_WEBHOOK_URL`` set to where the workers reach
+``/hooks/enhance`` (unset: no webhooks, poll the status endpoint)::
+
+    uvicorn examples.fastapi_app:app
+
+Every call is an async twin (``aenqueue``...), so no request blocks the event loop, and
+every error of the producer API carries the HTTP status to answer with (``status_code``:
+an unreadable image or unknown provider 422, an unknown job 404, a spend cap 402...).
+Tested against the real stack in ``tests/examples/test_fastapi_app.py``.
+"""
+
+from __future__ import annotations
+
+# README >>>
+import os
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Header, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from tasks.producer import (
+    EnhanceError,
+    InvalidInput,
+    aenqueue,
+    aget_job,
+    aoutput_url,
+    verify_webhook,
+)
+
+app = FastAPI(title="enhance-queue example")
+seen: dict[str, dict] = {}  # webhook-id -> event: keep it in your database
+
+
+@app.exception_handler(EnhanceError)
+async def enhance_error(_request: Request, exc: EnhanceError) -> JSONResponse:
+    return JSONResponse({"error": exc.code, "message": exc.message}, exc.status_code)
+
+
+@app.post("/enhance", status_code=202)
+async def enhance(image: Annotated[UploadFile | None, File()] = None,
+                  url: Annotated[str | None, Form()] = None,
+                  provider: Annotated[str, Form()] = "picwish",
+                  model: Annotated[str | None, Form()] = None,
+                  idempotency_key: Annotated[str | None, Header()] = None) -> dict:
+    if (image is None) == (url is None):
+        raise InvalidInput("send an image file or a url")
+    job_id = await aenqueue(await image.read() if image else url, provider, model,
+                            filename=image.filename if image else None,
+                            idempotency_key=idempotency_key,
+                            webhook=os.environ.get("ENHANCE_WEBHOOK_URL"))
+    return {"job_id": job_id, "status_url": f"/enhance/{job_id}"}
+
+
+@app.get("/enhance/{job_id}")
+async def job_status(job_id: str) -> dict:
+    job = await aget_job(job_id)  # 404 for an unknown id
+    done = job.state.value == "succeeded"
+    return {"job_id": job.id, "state": job.state.value,
+            "output_url": await aoutput_url(job_id, expires_in=3600) if done else None,
+            "error": job.error.model_dump() if job.error else None}
+
+
+@app.post("/hooks/enhance", status_code=204)
+async def webhook(request: Request) -> Response:
+    event = verify_webhook(await request.body(), request.headers)  # 400 unless signed
+    if request.headers["webhook-id"] not in seen:  # deliveries come at least once
+        seen[request.headers["webhook-id"]] = event
+        on_event(event)
+    return Response(status_code=204)
+# <<< README
+
+
+def on_event(event: dict) -> None:
+    """Your code: mark the order done, send the user ``event["data"]["output_url"]``..."""
