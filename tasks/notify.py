@@ -247,14 +247,13 @@ def job_payload(rt: Runtime, record: JobRecord) -> dict[str, Any]:
 
 
 def output_url(rt: Runtime, record: JobRecord) -> str | None:
-    """A presigned HTTPS GET of the stored result; None before there is one.
+    """``tasks.producer.output_url`` of the job (presigned HTTPS GET with Content-Type and
+    Content-Disposition, ``S3_PRESIGN_TTL_S``); None unless it succeeded."""
+    from tasks.producer import presign_result  # producer imports this module
 
-    OUTPUT_URL CALL SITE: the ``api`` helper's ``tasks.producer.output_url`` (with
-    Content-Disposition and Content-Type) replaces this once it lands.
-    """
-    if record.output is None:
+    if record.output is None or record.state.value != "succeeded":
         return None
-    return rt.objects.presign_get(record.output.uri, expires_s=rt.settings.s3_presign_ttl_s)
+    return presign_result(rt, record, rt.settings.s3_presign_ttl_s, download=False)
 
 
 def webhook_body(rt: Runtime, record: JobRecord) -> bytes:

@@ -10,7 +10,7 @@ import requests
 from click.testing import CliRunner
 
 from storage.notifications import WebhookOutcome
-from tasks.producer import verify_webhook
+from tasks.producer import cancel, verify_webhook
 from tests.receiver import Receiver
 from tests.system import image_bytes
 from workers.cli import main
@@ -199,3 +199,18 @@ def test_retries_stop_at_the_end_of_the_window(system, receiver):
     assert (attempt.status, attempt.outcome.value) == (500, "gave_up")
     assert attempt.error == "HTTP 500; retry window passed"
     assert system.runtime.redis.zscore("eq:notify", job_id) is None
+
+
+def test_a_cancel_sends_job_cancelled_from_the_producers_process(system, receiver):
+    job_id = system.enqueue(image_bytes(32, 32), "picwish", webhook=receiver.url(),
+                            webhook_events=["cancelled"])  # no worker yet: it stays queued
+
+    assert cancel(job_id, runtime=system.runtime).cancelled
+    system.start_worker()  # takes the enhance.notify message the cancel sent
+    [record] = system.wait([job_id], until=settled)
+
+    [delivery] = receiver.wait_for(1)
+    event = verify_webhook(delivery.body, delivery.headers, SECRET)
+    assert (event["type"], event["data"]["state"]) == ("job.cancelled", "cancelled")
+    assert delivery.headers["webhook-id"] == f"evt_{job_id}_cancelled"
+    assert record.notify.webhook_outcome is WebhookOutcome.DELIVERED
