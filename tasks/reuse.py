@@ -86,17 +86,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {'lead', ARGV[1]}
 """
 
-# KEYS: flight, followers, done. ARGV: leader id, outcome (ok | shared | retry), retries,
-# ttl_s. Ends the flight of a leader that ended, once (fenced on the leader's id):
+# KEYS: flight, followers, done. ARGV: leader id, outcome (ok | shared | retry | handover),
+# retries, ttl_s. Ends the flight of a leader that ended, once (fenced on the leader's id):
 # returns {action, job ids...}: {"copy", ...} its result, {"fail", ...} alike, {"lead", id}
-# the one follower promoted in its place (the others stay listed), or {"none"}.
+# the one follower promoted in its place (the others stay listed; "handover" when the
+# leader was cancelled: that counts as no failure), or {"none"}.
 _FINISH = """
 if ARGV[2] == 'ok' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4]) end
 if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then return {'none'} end
-if ARGV[2] == 'retry' and redis.call('HINCRBY', KEYS[1], 'failures', 1) <= tonumber(ARGV[3]) then
+if ARGV[2] == 'handover' or (ARGV[2] == 'retry'
+    and redis.call('HINCRBY', KEYS[1], 'failures', 1) <= tonumber(ARGV[3])) then
   local promoted = redis.call('LPOP', KEYS[2])
   if promoted then
     redis.call('HSET', KEYS[1], 'leader', promoted)
+    if ARGV[2] == 'handover' then return {'handover', promoted} end
     return {'lead', promoted}
   end
 end
@@ -327,14 +330,27 @@ def _copy_result(rt: Runtime, record: JobRecord, source: JobRecord) -> bool:
 def _outcome(record: JobRecord) -> str:
     if record.state is JobState.SUCCEEDED:
         return "ok"
+    if record.state is JobState.CANCELLED:  # its owner changed their mind, not the image
+        return "handover"
     return "shared" if record.error and record.error.code in SHARED_FAILURES else "retry"
 
 
 def job_ended(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> None:
-    """Called once a job is final: a leader's end settles everyone following it."""
+    """Called once a job is final: a leader's end settles everyone following it; a
+    follower cancelled leaves its flight (handing over if it had just been promoted)."""
+    if record.follows is not None and record.state is JobState.CANCELLED:
+        _leave_flight(rt, dispatch, record)
     if record.reused_from is not None or record.follows is not None:
         return  # not a job that paid: it leads nothing
     _end_flight(rt, dispatch, record, record.id, _outcome(record))
+
+
+def _leave_flight(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> None:
+    keys = _keys(rt, record)
+    if keys is None:
+        return
+    rt.redis.lrem(keys[1], 0, record.id)
+    _end_flight(rt, dispatch, record, record.id, "handover")  # a no-op unless it leads
 
 
 def _end_flight(rt: Runtime, dispatch: Dispatcher, record: JobRecord, leader_id: str,
@@ -358,8 +374,8 @@ def settle_follower(rt: Runtime, dispatch: Dispatcher, job_id: str,
     record = rt.jobs.get(job_id)
     if record.state is not JobState.QUEUED or record.follows is None:
         return
-    if action == "lead":
-        _lead(rt, dispatch, record)
+    if action in ("lead", "handover"):
+        _lead(rt, dispatch, record, leader_failed=action == "lead")
         return
     leader = _get(rt, leader_id) if leader_id else None
     if action == "copy" and leader is not None and leader.state is JobState.SUCCEEDED:
@@ -371,15 +387,17 @@ def settle_follower(rt: Runtime, dispatch: Dispatcher, job_id: str,
         _look_around(rt, dispatch, record)
 
 
-def _lead(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> None:
-    """Promoted after its leader failed: stop following and get admitted itself."""
+def _lead(rt: Runtime, dispatch: Dispatcher, record: JobRecord,
+          leader_failed: bool = True) -> None:
+    """Promoted after its leader failed (or was cancelled): stop following, get admitted."""
     promoted = rt.jobs.update(
         record.id, lambda r: r.state is JobState.QUEUED and r.follows is not None,
-        lambda r: {"follows": None, "leaders_failed": r.leaders_failed + 1,
+        lambda r: {"follows": None, "leaders_failed": r.leaders_failed + int(leader_failed),
                    "next_check_at": seconds_from_now(rt.settings.stale_after_s)})
     if promoted is not None:
-        log.warning("job %s: job %s with the same input failed; this one is admitted in its "
-                    "place", record.id, record.follows)
+        log.warning("job %s: job %s with the same input %s; this one is admitted in its "
+                    "place", record.id, record.follows,
+                    "failed" if leader_failed else "was cancelled")
         admit(rt, dispatch, promoted)
 
 

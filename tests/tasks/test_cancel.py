@@ -98,3 +98,27 @@ def test_cancelling_a_final_job_changes_nothing(system, sandbox):
         assert rt.jobs.get(job_id) == before
     with pytest.raises(producer.UnknownJob):
         producer.cancel("feedface", runtime=rt)
+
+
+def test_a_cancelled_leader_hands_its_flight_over_without_counting_a_failure(
+        system, sandbox, redis_client):
+    rt = system.runtime
+    photo = image_bytes(44, 33)
+    leader, follower, quitter, last = (system.enqueue(photo, "hitpaw", "general_2x", reuse=True)
+                                       for _ in range(4))
+    assert rt.jobs.get(follower).follows == leader
+
+    producer.cancel(quitter, runtime=rt)  # a follower cancelled leaves the flight
+    producer.cancel(leader, runtime=rt)
+
+    record = rt.jobs.get(follower)
+    flight = f"eq:reuse:flight:tenant:default:{record.fingerprint}"
+    assert redis_client.hget(flight, "leader").decode() == follower
+    assert redis_client.hget(flight, "failures") is None
+    system.start_worker()
+    records = system.wait([follower, last])
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * 2
+    assert records[0].leaders_failed == 0 and records[0].cost > 0
+    assert records[1].reused_from == follower
+    assert rt.jobs.get(quitter).state is JobState.CANCELLED
+    assert sandbox.count(kind="submit") == 1
