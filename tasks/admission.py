@@ -206,6 +206,9 @@ def push(rt: Runtime, record: JobRecord, *, front: bool = False, client=None) ->
 
 def push_many(rt: Runtime, records: list[JobRecord]) -> None:
     """Put new jobs at the back of their admission queues, in order, in one round trip."""
+    if len(records) == 1:  # no pipeline: its script check would be one more round trip
+        push(rt, records[0])
+        return
     with rt.redis.pipeline(transaction=False) as pipe:
         for record in records:
             push(rt, record, client=pipe)

@@ -189,22 +189,26 @@ def test_wait_blocks_on_announcements_and_reads_only_on_a_change(system, monkeyp
 
 
 @pytest.mark.parametrize("reuse", [False, True])
-def test_enqueue_many_takes_the_same_round_trips_for_one_job_or_forty(system, monkeypatch,
-                                                                      reuse):
+def test_enqueue_many_takes_the_same_round_trips_for_two_jobs_or_forty(system, monkeypatch,
+                                                                       reuse):
     rt = system.runtime
     counter = CountingRedis(rt.redis, monkeypatch)
     producer.enqueue_many([{"source": image_bytes(5, 5), "provider": "hitpaw"}],
                           reuse=reuse, runtime=rt)  # scripts loaded, admission chain started
     counter.calls.clear()
-    producer.enqueue_many([{"source": image_bytes(6, 6), "provider": "hitpaw"}],
-                          reuse=reuse, runtime=rt)
-    one = len(counter.calls)
+    producer.enqueue(image_bytes(6, 6), "hitpaw", reuse=reuse, runtime=rt)
+    single = len(counter.calls)
+    counter.calls.clear()
+    producer.enqueue_many([{"source": image_bytes(7, 7 + i), "provider": "hitpaw"}
+                           for i in range(2)], reuse=reuse, runtime=rt)
+    two = len(counter.calls)
     counter.calls.clear()
     ids = producer.enqueue_many(
         [{"source": image_bytes(10 + i, 10), "provider": "hitpaw", "labels": {"n": str(i)}}
          for i in range(40)], reuse=reuse, tenant="acme", runtime=rt)
 
-    assert len(counter.calls) == one <= 5  # records, reuse claims, script check, queue, wake
+    assert len(counter.calls) == two <= 5  # records, reuse claims, script check, queue, wake
+    assert single == two - 1  # one job: no pipeline for its queue, so no script check
     records = rt.jobs.get_many(ids)
     assert [r.labels["n"] for r in records] == [str(i) for i in range(40)]
     assert {r.tenant for r in records} == {"acme"}
