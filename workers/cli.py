@@ -525,11 +525,15 @@ def dev(ctx: click.Context, concurrency: int) -> None:
 
 @main.command()
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True)
-def demo(timeout_s: float) -> None:
+@click.option("--report", "report", default=".enhance/demo-report.html", show_default=True,
+              help="HTML report: each input beside its stored result ('' for none).")
+def demo(timeout_s: float, report: str) -> None:
     """The main job: enhance sample images through both providers, on embedded defaults."""
+    from pathlib import Path
+
     from workers.demo import run_demo
 
-    sys.exit(run_demo(timeout_s))
+    sys.exit(run_demo(timeout_s, Path(report) if report else None))
 
 
 cli_jobs.register(main)  # get, url, jobs, cancel

@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -89,8 +90,11 @@ def _wait_for_worker(app, timeout_s: float = 60) -> None:
     raise click.ClickException("the worker did not come up")
 
 
-def run_demo(timeout_s: float) -> int:
-    """Run the main job; return the exit status (0 when every job succeeded)."""
+def run_demo(timeout_s: float, report: Path | None = None) -> int:
+    """Run the main job; return the exit status (0 when every job succeeded).
+
+    ``report``: where the HTML report goes (each input beside its result); None for none.
+    """
     with ExitStack() as stack:
         local = start_missing_services(stack)
         os.environ.update(local.env)
@@ -107,10 +111,15 @@ def run_demo(timeout_s: float) -> int:
         _spawn(stack, "worker", "--concurrency", "2", "--loglevel", "WARNING")
         _spawn(stack, "beat")
         _wait_for_worker(app)
-        return _run_jobs(rt, demo_jobs(local.sandbox_url), timeout_s)
+        jobs = demo_jobs(local.sandbox_url)
+        records = _run_jobs(rt, jobs, timeout_s)
+        if report is not None:  # before the stack goes: the results live in its S3
+            click.echo(f"report: {_write_report(rt, report, jobs, records)}")
+        return 0 if all(r.state.value == "succeeded" for r in records) else 1
 
 
-def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:
+def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> list:
+    """Enqueue ``jobs``, wait until each ends (or ``timeout_s``), print the table; the records."""
     from tasks.producer import enqueue
 
     logging.getLogger("enhance").setLevel(logging.WARNING)  # the table says it all
@@ -122,7 +131,33 @@ def _run_jobs(rt, jobs: list[DemoJob], timeout_s: float) -> int:
         if all(r.state.final for r in records):
             break
     _print_table(jobs, records)
-    return 0 if all(r.state.value == "succeeded" for r in records) else 1
+    return records
+
+
+def _write_report(rt, path: Path, jobs: list[DemoJob], records) -> Path:
+    from workers.demo_report import ReportRow, write_report
+
+    rows = [ReportRow(job.label, rec, _input_bytes(job), _result_bytes(rt, rec))
+            for job, rec in zip(jobs, records, strict=True)]
+    return write_report(path, rows).resolve()
+
+
+def _input_bytes(job: DemoJob) -> bytes | None:
+    if isinstance(job.source, bytes):
+        return job.source
+    import requests  # the sandbox's sample, on loopback: the demo's own URL
+
+    try:
+        return requests.get(job.source, timeout=10).content
+    except requests.RequestException:
+        return None
+
+
+def _result_bytes(rt, rec) -> bytes | None:
+    if not rec.output:
+        return None
+    with rt.objects.open_stream(rec.output.uri) as stream:
+        return stream.read()
 
 
 def _print_table(jobs: list[DemoJob], records) -> None:
