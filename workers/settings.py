@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     @classmethod
     def _webhook_secrets(cls, value: object) -> object:
         """One or two ``whsec_`` secrets of base64 bytes; the value is never echoed."""
-        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not isinstance(plain, str):
+        plain = _secret_text(value)
+        if plain is None:
             return value
         secrets = plain.split()
         if not secrets:
@@ -279,8 +279,8 @@ class Settings(BaseSettings):
     @classmethod
     def _api_key(cls, value: object) -> object:
         """Strip surrounding whitespace; refuse control characters, never echoing the key."""
-        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if not isinstance(plain, str):
+        plain = _secret_text(value)
+        if plain is None:
             return value
         plain = plain.strip()
         if _CONTROL_CHARS.search(plain):
@@ -343,6 +343,12 @@ def parse_tenant_map(value: str) -> dict[str, float]:
         if result[tenant] < 0:
             raise ValueError(f"{item!r}: must not be negative")
     return result
+
+
+def _secret_text(value: object) -> str | None:
+    """The text of a secret setting given as a str or a SecretStr; None for anything else."""
+    plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return plain if isinstance(plain, str) else None
 
 
 def _is_base64(text: str) -> bool:
