@@ -8,6 +8,7 @@ import pytest
 from storage.jobs import JobState
 from tasks import admission, producer
 from tests.system import image_bytes
+from workers.constants import ALL_QUEUES, STORE_QUEUE
 from workers.metrics import collect_stats
 
 pytestmark = pytest.mark.integration
@@ -70,16 +71,21 @@ def test_a_processing_job_cancelled_is_polled_no_more_and_its_result_never_store
     assert sandbox.count(kind="submit") == 1
 
 
-def test_a_storing_job_is_not_cancelled_and_the_answer_says_why(system):
+def test_a_storing_job_is_not_cancelled_its_store_completes_and_the_answer_says_why(
+        system, sandbox):
     rt = system.runtime
-    job_id = system.enqueue(image_bytes(30, 20), "picwish")
-    rt.jobs.update(job_id, lambda r: True, lambda r: {"state": JobState.STORING, "cost": 4})
+    no_store = ",".join(q for q in ALL_QUEUES if q != STORE_QUEUE)
+    system.start_worker(queues=no_store)  # the store message waits until a store worker comes
+    job_id = system.enqueue(image_bytes(30, 20), "hitpaw", "general_2x")
+    [record] = system.wait([job_id], until=lambda rs: rs[0].state is JobState.STORING)
+    assert record.state is JobState.STORING
 
     answer = producer.cancel(job_id, runtime=rt)
 
     assert not answer.cancelled and answer.state == "storing"
-    assert "charged" in answer.message and "cost 4" in answer.message
-    assert rt.jobs.get(job_id).state is JobState.STORING
+    assert "charged" in answer.message and f"cost {record.cost:g}" in answer.message
+    system.start_worker(queues=STORE_QUEUE)
+    assert producer.wait(job_id, 60, runtime=rt).state is JobState.SUCCEEDED
 
 
 def test_cancelling_a_final_job_changes_nothing(system, sandbox):
