@@ -1,8 +1,8 @@
-"""After a real run with distinctive API keys, no surface holds them.
+"""After a real run with distinctive API keys and webhook secret, no surface holds them.
 
 The keys reach the worker as an operator might paste them: HitPaw's with a trailing
 newline, PicWish's with a leading space. Jobs run through both providers, one of them
-failing. Then every surface is scanned: the worker's and Flower's logs, every Redis
+failing, one of them signing a webhook delivery with ``WEBHOOK_SECRET``. Then every surface is scanned: the worker's and Flower's logs, every Redis
 command sent during the run (Celery messages with their args, kwargs and headers, job
 records, events: Redis MONITOR, base64 bodies decoded), the job records and
 ``enhance status --json``, Flower's task API, the Prometheus metrics and reprs.
@@ -26,6 +26,8 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
 from providers.sandbox import SandboxConfig, SandboxServer
+from tasks.producer import verify_webhook
+from tests.receiver import Receiver
 from tests.system import ROOT, image_bytes
 from workers.metrics import JobCollector
 
@@ -33,7 +35,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HITPAW_KEY = "hpk-DISTINCT-5ecr3t-9f8e7d6c5b4a"
 PICWISH_KEY = "pwk-DISTINCT-5ecr3t-0a1b2c3d4e5f"
-KEYS = (HITPAW_KEY, PICWISH_KEY)
+WEBHOOK_KEY = b"WHSEC-DISTINCT-5ecr3t-1f2e3d4c"  # the webhook secret's bytes...
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()  # ...as WEBHOOK_SECRET
+KEYS = (HITPAW_KEY, PICWISH_KEY, WEBHOOK_KEY.decode(), WEBHOOK_SECRET[6:])
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")
 
 
@@ -44,6 +48,18 @@ def sandbox():
                            hitpaw_key=HITPAW_KEY, picwish_key=PICWISH_KEY)
     with SandboxServer(config) as server:
         yield server
+
+
+@pytest.fixture
+def system_env(system_env):
+    return {**system_env, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
 
 
 class Monitor:
@@ -112,7 +128,7 @@ def wait_for(what: str, check, timeout_s: float = 60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_no_surface_holds_an_api_key_after_a_run(system, sandbox):
+def test_no_surface_holds_an_api_key_after_a_run(system, sandbox, receiver):
     env = {"HITPAW_API_KEY": HITPAW_KEY + "\n", "PICWISH_API_KEY": " " + PICWISH_KEY}
     system.env.update(env)
     flower_url = f"http://127.0.0.1:{free_port()}"
@@ -125,12 +141,15 @@ def test_no_surface_holds_an_api_key_after_a_run(system, sandbox):
             system.enqueue(image_bytes(64, 48), "hitpaw", "general_2x"),
             system.enqueue(long_url, "picwish", "hd"),  # downloaded by the worker
             system.enqueue(sandbox.sample_url("missing.png") + "?pad=" + "m" * 520, "picwish"),
+            system.enqueue(image_bytes(32, 32), "picwish", webhook=receiver.url()),  # signed
         ]
         records = system.wait(job_ids, timeout_s=90)
-    assert [r.state.value for r in records] == ["succeeded", "succeeded", "failed"], [
-        r.error for r in records]
+        [delivery] = receiver.wait_for(1)
+    assert [r.state.value for r in records] == ["succeeded", "succeeded", "failed",
+                                                "succeeded"], [r.error for r in records]
+    assert verify_webhook(delivery.body, delivery.headers, WEBHOOK_SECRET)  # it was used
     submits = [r for r in sandbox.requests() if r.kind == "submit"]
-    assert len(submits) == 2  # both keys worked, stripped (the sandbox accepts nothing else)
+    assert len(submits) == 3  # both keys worked, stripped (the sandbox accepts nothing else)
 
     surfaces: dict[str, bytes] = {
         "worker and flower logs": (system.logs("worker") + system.logs("flower")).encode(),
@@ -158,7 +177,7 @@ def test_no_surface_holds_an_api_key_after_a_run(system, sandbox):
 
     for name, text in surfaces.items():
         for key in KEYS:
-            assert key.encode() not in text, f"{name} holds an API key"
+            assert key.encode() not in text, f"{name} holds an API key or webhook secret"
     # The scan sees what it scans: the submit message's args, from its base64 body.
     assert f'[["{job_ids[0]}"'.encode() in surfaces["redis commands"]
     assert records[2].error.code == "invalid_input"
