@@ -376,6 +376,10 @@ class JobStore:
         ids = self._redis.zrangebyscore(self._key("notify"), "-inf", before.timestamp(), 0, limit)
         return [job_id.decode() for job_id in ids]
 
+    def notifications_owed(self) -> int:
+        """How many ended jobs still owe a webhook or ``on_done`` callback."""
+        return self._redis.zcard(self._key("notify"))
+
     def forget_notification(self, job_id: str) -> None:
         """Take ``job_id`` off the notify set (its record is gone or cannot be read)."""
         self._redis.zrem(self._key("notify"), job_id)

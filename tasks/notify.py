@@ -304,6 +304,7 @@ def _attempt_webhook(rt: Runtime, sender: Sender, record: JobRecord, token: str 
         "webhook_attempts": number, "attempts": [*notify.attempts, attempt][-MAX_ATTEMPTS_KEPT:],
         "webhook_outcome": settled, "expected_at": retry_at})
     _log_attempt(record, notify.webhook, attempt, delay_s)
+    rt.stats.incr(f"webhook:{attempt.outcome.value}")
     if updated is not None and settled is None and delay_s <= settings.max_countdown_s:
         sender(record.id, token, delay_s)  # longer waits: the sweep sends it when due
 

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 
 from storage.jobs import JobState
+from storage.notifications import WebhookOutcome
 from storage.stats import histograms
 from tasks import admission, spend
 from workers.constants import ALL_QUEUES
@@ -65,6 +66,8 @@ def collect_stats(rt: Runtime) -> dict[str, dict[str, float]]:
         "store_lag_avg_s": round(raw.get("store_lag_s_sum", 0) / lag_count, 3) if lag_count else 0,
     }
     figures["failures"] = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith("failed:")}
+    figures["notify"] = {"owed": rt.jobs.notifications_owed(),
+                         **{o.value: raw.get(f"webhook:{o.value}", 0) for o in WebhookOutcome}}
     return figures
 
 
@@ -137,6 +140,7 @@ class JobCollector:
         yield GaugeMetricFamily("enhance_store_lag_avg_seconds",
                                 "Mean time from provider completion to stored",
                                 value=results["store_lag_avg_s"])
+        yield from _notify_metrics(figures["notify"])
         yield _jobs_by_provider(rt)
         yield from _latency_histograms(rt)
         if (depths := queue_depths()) is not None:
@@ -146,6 +150,17 @@ class JobCollector:
             for queue, count in depths.items():
                 depth.add_metric([queue], count)
             yield depth
+
+
+def _notify_metrics(notify: dict[str, float]):
+    attempts = CounterMetricFamily("enhance_webhook_attempts",
+                                   "Webhook delivery attempts, by outcome", labels=["outcome"])
+    for outcome in WebhookOutcome:
+        attempts.add_metric([outcome.value], notify[outcome.value])
+    yield attempts
+    yield GaugeMetricFamily("enhance_notifications_owed",
+                            "Ended jobs whose webhook or on_done callback is still owed",
+                            value=notify["owed"])
 
 
 def _jobs_by_provider(rt: Runtime) -> GaugeMetricFamily:

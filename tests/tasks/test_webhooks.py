@@ -8,6 +8,7 @@ import json
 import pytest
 import requests
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry, generate_latest
 
 from storage.notifications import WebhookOutcome
 from tasks.producer import cancel, verify_webhook
@@ -15,6 +16,7 @@ from tests.receiver import Receiver
 from tests.system import image_bytes
 from workers.cli import main
 from workers.constants import NOTIFY_QUEUE
+from workers.metrics import JobCollector
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +113,13 @@ def test_retried_through_500_429_and_a_timeout_with_one_id(system, receiver):
     shown_json = json.loads(CliRunner().invoke(main, ["status", job_id, "--json"]).output)
     assert shown_json["notify"]["webhook_host"] == "127.0.0.1"
     assert shown_json["notify"]["webhook_attempts"] == 4
+    stats = json.loads(CliRunner().invoke(main, ["stats", "--json"]).output)["notify"]
+    assert stats == {"owed": 0, "delivered": 1, "retrying": 3, "gave_up": 0}
+    registry = CollectorRegistry()
+    registry.register(JobCollector(system.runtime))
+    scraped = generate_latest(registry).decode()
+    assert 'enhance_webhook_attempts_total{outcome="retrying"} 3.0' in scraped
+    assert "enhance_notifications_owed 0.0" in scraped
     logs = system.logs("worker")
     assert f"webhook evt_{job_id}_succeeded to 127.0.0.1 attempt 4: delivered" in logs
     for secret in (SECRET, OLD_SECRET, SECRET[6:], URL_TOKEN):
