@@ -107,8 +107,8 @@ class StatusLine:
         done = percent(record)
         filled = BAR_WIDTH * done // 100
         elapsed = time.monotonic() - self.started
-        return (f"job {self.job_id} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done:3d}% "
-                f"{label} ({elapsed:.0f} s)")
+        return (f"job {self.job_id} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {label} "
+                f"({elapsed:.0f} s)")
 
     def _draw(self, text: str) -> None:
         width = shutil.get_terminal_size((100, 20)).columns - 1

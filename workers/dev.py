@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from workers.devenv import write_dev_env
+from workers.devenv import DEV_DIR, write_dev_env
 from workers.embedded import LocalServices, ensure_bucket, free_port, start_missing_services
 
 STOP_TIMEOUT_S = 20.0  # a process given SIGTERM is killed after this long
@@ -72,16 +72,16 @@ def _run(stack: ExitStack, folder: Path, concurrency: int) -> int:
     settings = get_settings()
     created = ensure_bucket(get_runtime().objects)
     metrics_port = free_port()
+    (folder / DEV_DIR).mkdir(exist_ok=True)  # beat keeps its schedule there
     procs = {
         "worker": _spawn(stack, "worker", "--concurrency", str(concurrency)),
-        "beat": _spawn(stack, "beat", "--schedule",
-                       str(folder / ".enhance" / "beat-schedule")),
+        "beat": _spawn(stack, "beat", "--schedule", str(folder / DEV_DIR / "beat-schedule")),
         "metrics": _spawn(stack, "metrics", "--port", str(metrics_port)),
     }
+    _wait_until_ready(procs["worker"])
     path = write_dev_env(folder, _dev_env(local))
     stack.callback(path.unlink, missing_ok=True)
     _print_summary(local, settings, created, procs, metrics_port, path)
-    _wait_until_ready(procs["worker"])
     click.echo("enhance dev: ready. Ctrl-C stops everything.", err=True)
     return _watch(procs)
 
@@ -94,9 +94,12 @@ def _dev_env(local: LocalServices) -> dict[str, str]:
 
 
 def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
-    """``enhance ARGS`` in a session of its own: only this process stops it, in order."""
+    """``enhance ARGS`` in a session of its own: only this process stops it, in order.
+
+    Its stdout (Celery's start-up banners) is dropped; its log lines (stderr) show.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
-                            start_new_session=True)
+                            stdout=subprocess.DEVNULL, start_new_session=True)
 
     def stop() -> None:
         if proc.poll() is None:

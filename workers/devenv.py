@@ -62,7 +62,7 @@ def load_dev_env(environ: dict[str, str] | None = None) -> tuple[Path, dict[str,
 
 def describe(path: Path, values: dict[str, str]) -> str:
     """The stderr line announcing that ``path`` was read (and whether its stack still runs)."""
-    shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    shown = os.path.relpath(path)  # ../.enhance/dev.env when run from below
     pid = values.get(PID_VARIABLE, "")
     if pid.isdigit() and not _alive(int(pid)):
         return (f"enhance: using {shown}, but the `enhance dev` that wrote it (pid {pid}) is not "

@@ -12,8 +12,11 @@ import sys
 
 import pytest
 
+from providers.errors import AuthFailed, InvalidInput, ProviderUnavailable
 from tests.system import ROOT, image_bytes
+from workers.cli_errors import failure_for
 from workers.embedded import free_port
+from workers.settings import Settings
 
 #: Variables that would point the command at a real deployment; each test sets its own.
 PLACES = ("REDIS_URL", "CELERY_BROKER_URL", "S3_ENDPOINT_URL", "S3_BUCKET", "REDIS_SENTINELS",
@@ -171,3 +174,22 @@ def test_stats_prints_whole_numbers_whole_and_no_empty_section(system):
     assert "failures:" not in done.stdout  # nothing failed: no empty header
     values = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("  ")]
     assert values and all(v.replace(",", "").isdigit() or v == "none" for v in values), values
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (ProviderUnavailable("connection refused", "hitpaw"),
+     "hitpaw does not answer at https://api.example/v1 (HITPAW_BASE_URL): connection refused. "
+     "Is the provider (or the sandbox) reachable from here?"),
+    (AuthFailed("invalid api key", "picwish"),
+     "picwish refused our key at https://techhk.aoscdn.com (PICWISH_BASE_URL): invalid api key. "
+     "Check PICWISH_API_KEY"),
+    (InvalidInput("bad <_io.BytesIO object at 0x7f00aa> here"),
+     "invalid_input: bad an object here"),
+])
+def test_provider_failures_name_the_base_url_and_what_to_check(error, line):
+    settings = Settings(hitpaw_base_url="https://user:pw@api.example/v1")
+
+    failure = failure_for(error, settings)
+
+    assert failure.format_message() == line
+    assert failure.exit_code == (1 if isinstance(error, InvalidInput) else 4)

@@ -15,7 +15,7 @@ from tests.workers.terminal import Terminal
 
 pytestmark = pytest.mark.integration
 
-LABEL = re.compile(r"\] +\d+% ([a-z]+(?: \d+ %)?)")  # "[####----]  40% processing 40 %"
+LABEL = re.compile(r"\] ([a-z]+(?: \d+ %)?) \(")  # "[########------------] processing 40 % (3 s)"
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_enhance_dev_up_submit_status_get_and_down(tmp_path, photo):
         assert dev.wait(timeout_s=60) == 0, dev.output
     finally:
         dev.close()
-    assert "enhance dev: stopped" in dev.output
+    assert "enhance dev: stopped" in dev.output and "exited with status" not in dev.output
     assert not (tmp_path / ".enhance" / "dev.env").exists()
     for line in ("redis ", "s3 ", "sandbox ", "worker ", "beat "):
         assert f"\n  {line}" in dev.output.replace("\r\n", "\n"), line
