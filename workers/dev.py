@@ -74,10 +74,11 @@ def _run(stack: ExitStack, folder: Path, concurrency: int) -> int:
     metrics_port = free_port()
     (folder / DEV_DIR).mkdir(exist_ok=True)  # beat keeps its schedule there
     procs = {
-        "worker": _spawn(stack, "worker", "--concurrency", str(concurrency)),
-        "beat": _spawn(stack, "beat", "--schedule", str(folder / DEV_DIR / "beat-schedule")),
-        "metrics": _spawn(stack, "metrics", "--port", str(metrics_port)),
+        "worker": _spawn("worker", "--concurrency", str(concurrency)),
+        "beat": _spawn("beat", "--schedule", str(folder / DEV_DIR / "beat-schedule")),
+        "metrics": _spawn("metrics", "--port", str(metrics_port)),
     }
+    stack.callback(_stop_all, list(procs.values()))
     _wait_until_ready(procs["worker"])
     path = write_dev_env(folder, _dev_env(local))
     stack.callback(path.unlink, missing_ok=True)
@@ -93,25 +94,27 @@ def _dev_env(local: LocalServices) -> dict[str, str]:
     return values
 
 
-def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
+def _spawn(*args: str) -> subprocess.Popen:
     """``enhance ARGS`` in a session of its own: only this process stops it, in order.
 
     Its stdout (Celery's start-up banners) is dropped; its log lines (stderr) show.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
                             stdout=subprocess.DEVNULL, start_new_session=True)
 
-    def stop() -> None:
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each at once; whatever still runs ``STOP_TIMEOUT_S`` later is killed."""
+    for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for proc in procs:
         try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker's pool processes too
             proc.wait()
-
-    stack.callback(stop)
-    return proc
 
 
 def _print_summary(local: LocalServices, settings, created: bool, procs: dict,

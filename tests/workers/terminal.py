@@ -52,10 +52,15 @@ class Terminal:
             pass
         return self.proc.wait(timeout=1)
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 30) -> None:
+        """Ctrl-C, then SIGKILL after ``grace_s``: a stack gets the time to stop its children."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.interrupt()
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         os.close(self._fd)
 
     def _read(self, timeout_s: float) -> bool:
