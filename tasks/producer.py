@@ -11,8 +11,8 @@ Synchronous::
     list_jobs(state=, provider=, tenant=, label=, since=, cursor=, limit=) -> JobPage
 
 asyncio (never blocking the event loop): ``aenqueue``, ``aenqueue_many``, ``aget_job``,
-``await_job`` (alias ``wait_async``), ``acancel``, ``aoutput_url``, ``alist_jobs``
-(``tasks.producer_async``, re-exported here).
+``await_job`` (alias ``wait_async``), ``acancel``, ``aoutput_url``, ``alist_jobs``, and
+``aclose`` for an app's shutdown (``tasks.producer_async``, re-exported here).
 
 ``enqueue`` records the job and queues it for admission; it never talks to the provider,
 so it returns in milliseconds. A job whose fingerprint matches an earlier one is settled by
@@ -64,6 +64,7 @@ from tasks.notify import WebhookNotConfigured, WebhookVerificationFailed, verify
 from tasks.producer_async import (
     DEFAULT_WAIT_S,
     acancel,
+    aclose,
     aenqueue,
     aenqueue_many,
     aget_job,
@@ -445,7 +446,7 @@ def job_filter(state: str | None, provider: str | None, tenant: str | None,
 __all__ = [
     "enqueue", "enqueue_many", "get_job", "wait", "cancel", "output_url", "list_jobs",
     "aenqueue", "aenqueue_many", "aget_job", "await_job", "wait_async", "acancel",
-    "aoutput_url", "alist_jobs",
+    "aoutput_url", "alist_jobs", "aclose",
     "JobRecord", "JobState", "JobPage", "Cancellation", "check_labels",
     "EnhanceError", "TransientError", "PermanentError", "InvalidInput", "IdempotencyConflict",
     "NotFound", "UnknownJob", "ResultNotReady", "WaitTimeout", "InsufficientCredits",

@@ -120,5 +120,11 @@ async def alist_jobs(*, state: str | None = None, provider: str | None = None,
     return _sync().JobPage([JobRecord.model_validate_json(raw) for raw in raws], page.cursor)
 
 
-__all__ = ["aenqueue", "aenqueue_many", "aget_job", "await_job", "wait_async", "acancel",
+async def aclose() -> None:
+    """Close this event loop's ``redis.asyncio`` clients (an app's shutdown hook)."""
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
+
+
+__all__ = ["aclose", "aenqueue", "aenqueue_many", "aget_job", "await_job", "wait_async", "acancel",
            "aoutput_url", "alist_jobs", "UnknownJob"]

@@ -75,6 +75,7 @@ def test_the_async_api_never_blocks_the_event_loop(system, record_property):
             assert {r.state for r in await asyncio.gather(*waiting)} == {JobState.CANCELLED}
             with pytest.raises(producer.UnknownJob):
                 await producer.aget_job("feedface", runtime=rt)
+            await producer.aclose()
         return probe
 
     probe = asyncio.run(workload())
