@@ -25,13 +25,11 @@ record (``storage.notifications``). From there:
   else (other 4xx, a redirect, a URL the guard refuses at delivery) is given up at once.
   Every attempt is recorded on the job (``enhance status`` shows them).
 
-The ``standardwebhooks`` package signs and verifies; it signs with one secret, so a
-rotation signs once per secret and joins the signatures with a space, as the spec says.
+Signing, and ``verify_webhook`` for receivers, are in ``tasks.webhooks``.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 import re
@@ -44,9 +42,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from providers.errors import EnhanceError, InvalidInput, PermanentError, TransientError
+from providers.errors import EnhanceError, InvalidInput, TransientError
 from providers.http import map_requests_errors, parse_retry_after
 from storage.jobs import JobRecord, UnknownJob, utcnow
 from storage.notifications import (
@@ -57,8 +54,9 @@ from storage.notifications import (
     WebhookOutcome,
 )
 from tasks import events
+from tasks.webhooks import WebhookNotConfigured, secrets_of, sign
 from workers.constants import ALL_QUEUES, USER_AGENT
-from workers.runtime import Runtime, get_runtime
+from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.notify")
 
@@ -75,19 +73,6 @@ INTERNAL_FIELDS = frozenset({"result_url", "poll_token", "lease_token", "lease_e
 
 #: Sends ``enhance.notify(job_id, token)`` after ``countdown_s`` seconds.
 Sender = Callable[[str, str | None, float], None]
-
-
-class WebhookNotConfigured(PermanentError):
-    """A job asked for a webhook while ``WEBHOOK_SECRET`` is not set (a deployment error)."""
-
-    code = "webhook_not_configured"
-
-
-class WebhookVerificationFailed(InvalidInput):
-    """A delivery's headers, timestamp or signature do not verify: answer it with a 400."""
-
-    code = "webhook_invalid"
-    status_code = 400  # what a receiving view answers (the producer API's error mapping)
 
 
 # --- At enqueue --------------------------------------------------------------------------
@@ -264,22 +249,6 @@ def webhook_body(rt: Runtime, record: JobRecord) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def secrets_of(secret: str | SecretStr | Iterable[str] | None) -> list[str]:
-    """``WEBHOOK_SECRET``'s form (one or two space-separated secrets) as a list."""
-    if secret is None:
-        return []
-    if isinstance(secret, SecretStr):
-        secret = secret.get_secret_value()
-    return secret.split() if isinstance(secret, str) else [s for s in secret if s]
-
-
-def sign(secrets: list[str], msg_id: str, at: datetime, body: bytes) -> dict[str, str]:
-    """The Standard Webhooks headers of one attempt, signed with every secret."""
-    signatures = " ".join(Webhook(s).sign(msg_id, at, body.decode()) for s in secrets)
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": signatures}
-
-
 def _attempt_webhook(rt: Runtime, sender: Sender, record: JobRecord, token: str | None) -> None:
     settings = rt.settings
     busy_s = settings.http_connect_timeout_s + settings.webhook_timeout_s + 5
@@ -383,40 +352,6 @@ def _log_attempt(record: JobRecord, url: str, attempt: WebhookAttempt,
             extra={"job": {"job_id": record.id, "webhook_attempt": attempt.attempt,
                            "webhook_status": attempt.status,
                            "webhook_outcome": attempt.outcome.value}})
-
-
-# --- Receivers ---------------------------------------------------------------------------
-
-
-def verify_webhook(body: bytes | str, headers: Mapping[str, str],
-                   secret: str | SecretStr | Iterable[str] | None = None) -> dict[str, Any]:
-    """Verify one delivery and return its event (``type``, ``timestamp``, ``data``).
-
-    Args:
-        body: the request body exactly as received (bytes; never re-serialised JSON).
-        headers: the request headers (any mapping; names are matched case-insensitively).
-        secret: the ``whsec_`` secret, two space-separated ones (or a list) while rotating;
-            default ``WEBHOOK_SECRET`` (of the process's runtime, as every producer call).
-
-    Raises:
-        WebhookVerificationFailed: headers missing or malformed, a timestamp more than 5
-            minutes off, or no signature made with the secret (an ``InvalidInput``: 400).
-        WebhookNotConfigured: no secret given and ``WEBHOOK_SECRET`` unset.
-    """
-    if secret is None:
-        secret = get_runtime().settings.webhook_secret  # the producer API's settings
-    secrets = secrets_of(secret)
-    if not secrets:
-        raise WebhookNotConfigured("no webhook secret to verify with (WEBHOOK_SECRET)")
-    reason = "no signature matches"
-    for one in secrets:
-        try:
-            return Webhook(one).verify(body, dict(headers.items()))
-        except WebhookVerificationError as exc:
-            reason = str(exc)
-        except (ValueError, binascii.Error):  # a webhook-signature without "v1,<base64>"
-            reason = "malformed webhook-signature header"
-    raise WebhookVerificationFailed(f"webhook not verified: {reason}")
 
 
 # --- Re-sending what a lost worker left owed -------------------------------------------

@@ -60,7 +60,6 @@ from storage.jobs import (
 )
 from tasks import admission, events, jobsteps, notify, staging
 from tasks.cancel import Cancellation, cancel_job
-from tasks.notify import WebhookNotConfigured, WebhookVerificationFailed, verify_webhook
 from tasks.producer_async import (
     DEFAULT_WAIT_S,
     acancel,
@@ -75,6 +74,7 @@ from tasks.producer_async import (
 )
 from tasks.reuse import ReuseMode, check_mode, fingerprint_for, place_many
 from tasks.staging import Source
+from tasks.webhooks import WebhookNotConfigured, WebhookVerificationFailed, verify_webhook
 from workers.runtime import Runtime, get_runtime
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

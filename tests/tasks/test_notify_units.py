@@ -11,15 +11,8 @@ from celery import signature
 from pydantic import ValidationError
 
 from providers.errors import InvalidInput
-from tasks.notify import (
-    WebhookNotConfigured,
-    WebhookVerificationFailed,
-    callback_spec,
-    event_types,
-    prepare,
-    sign,
-    verify_webhook,
-)
+from tasks.notify import callback_spec, event_types, prepare
+from tasks.webhooks import WebhookNotConfigured, WebhookVerificationFailed, sign, verify_webhook
 from workers.settings import Settings
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
