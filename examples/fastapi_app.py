@@ -23,6 +23,7 @@ from __future__ import annotations
 
 # README >>>
 import os
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Header, Request, Response, UploadFile
@@ -31,13 +32,21 @@ from fastapi.responses import JSONResponse
 from tasks.producer import (
     EnhanceError,
     InvalidInput,
+    aclose,
     aenqueue,
     aget_job,
     aoutput_url,
     verify_webhook,
 )
 
-app = FastAPI(title="enhance-queue example")
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    yield
+    await aclose()  # the async twins' Redis connections
+
+
+app = FastAPI(title="enhance-queue example", lifespan=lifespan)
 seen: dict[str, dict] = {}  # webhook-id -> event: keep it in your database
 
 
