@@ -239,6 +239,11 @@ def _range_problem(ip: IPAddress, allow_private: bool) -> str | None:
 # --- The guard ------------------------------------------------------------------------
 
 
+class HostNotFound(InvalidInput):
+    """The URL's host does not resolve now: refused, though it may resolve later (a caller
+    that retries, such as a webhook delivery, tells it from a refused address by class)."""
+
+
 @dataclass(frozen=True)
 class CheckedUrl:
     """A URL that passed the guard, with the addresses its host resolved to."""
@@ -306,10 +311,10 @@ class UrlGuard:
         try:
             answers = self.resolver(host, port)
         except (OSError, UnicodeError) as exc:
-            raise InvalidInput(f"URL refused: host {host} does not resolve ({exc})") from exc
+            raise HostNotFound(f"URL refused: host {host} does not resolve ({exc})") from exc
         found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
         if not found:
-            raise InvalidInput(f"URL refused: host {host} has no address")
+            raise HostNotFound(f"URL refused: host {host} has no address")
         return found
 
     def _judge(self, host: str, found: list[IPAddress]) -> None:

@@ -22,7 +22,8 @@ record (``storage.notifications``). From there:
   408, 429 (honouring ``Retry-After``) or 5xx is retried with backoff (``WEBHOOK_RETRY_*``)
   for ``WEBHOOK_RETRY_WINDOW_S`` after the job ended, by countdown when the wait fits under
   ``MAX_COUNTDOWN_S``, else by the sweep once it is due: no worker ever sleeps. Anything
-  else (other 4xx, a redirect, a URL the guard refuses at delivery) is given up at once.
+  else (other 4xx, a redirect, an address the guard refuses at delivery) is given up at
+  once; a host that does not resolve is retried.
   Every attempt is recorded on the job (``enhance status`` shows them).
 
 Signing, and ``verify_webhook`` for receivers, are in ``tasks.webhooks``.
@@ -45,6 +46,7 @@ from pydantic import SecretStr, ValidationError
 
 from providers.errors import EnhanceError, InvalidInput, TransientError
 from providers.http import map_requests_errors, parse_retry_after
+from providers.urlguard import HostNotFound
 from storage.jobs import JobRecord, UnknownJob, utcnow
 from storage.notifications import (
     EVENT_TYPES,
@@ -310,6 +312,8 @@ def _post(rt: Runtime, record: JobRecord, secrets: list[str]) -> _Answer:
                                     stream=True, timeout=(rt.settings.http_connect_timeout_s,
                                                           rt.settings.webhook_timeout_s))
             response.close()  # only the status matters; the body is never read
+    except HostNotFound as exc:  # DNS may answer again later: retried
+        return _Answer(error=exc.message, transient=True)
     except InvalidInput as exc:  # the guard's message names the host and the rule only
         return _Answer(error=exc.message)
     except EnhanceError as exc:

@@ -223,3 +223,15 @@ def test_a_cancel_sends_job_cancelled_from_the_producers_process(system, receive
     assert (event["type"], event["data"]["state"]) == ("job.cancelled", "cancelled")
     assert delivery.headers["webhook-id"] == f"evt_{job_id}_cancelled"
     assert record.notify.webhook_outcome is WebhookOutcome.DELIVERED
+
+
+@pytest.mark.parametrize("extra_env", [{"WEBHOOK_RETRY_WINDOW_S": "1.5"}])
+def test_a_host_that_does_not_resolve_is_retried_until_the_window_ends(system):
+    system.start_worker()
+    job_id = system.enqueue(image_bytes(32, 32), "picwish", webhook="http://hooks.invalid/h")
+
+    [record] = system.wait([job_id], until=settled)
+
+    first, *_, last = record.notify.attempts
+    assert first.outcome.value == "retrying" and "hooks.invalid does not resolve" in first.error
+    assert last.outcome.value == "gave_up" and last.error.endswith("; retry window passed")
