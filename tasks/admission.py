@@ -23,7 +23,8 @@ replacing its token (the scheduled run then finds itself stale), or marks a runn
 
 Keys, under ``eq:adm:<provider>:``: ``q:<lane>:<tenant>`` (zset of waiting job ids by
 arrival), ``lanes:<lane>`` (zset of tenants with waiting jobs, by turn), ``slots`` (zset of
-admitted job ids by admission time), ``slots:<tenant>`` (set), ``blocked`` (zset of tenants
+admitted job ids by admission time), ``slots:<tenant>`` (set), ``sent`` (zset of admitted
+jobs by admission time, until the sweep or their end sees them), ``blocked`` (zset of tenants
 over a spend cap, until when), ``pause`` (hash, out of credit), ``capped`` (provider over
 its spend cap until the next UTC day), ``chain``, ``log`` (the last admissions, in order).
 """
@@ -100,6 +101,7 @@ for _, lane in ipairs(lanes) do
       if redis.call('ZCARD', q) == 0 then redis.call('ZREM', lk, tenant)
       else redis.call('ZADD', lk, redis.call('INCR', p .. 'rr'), tenant) end
       redis.call('ZADD', p .. 'slots', now, job)
+      redis.call('ZADD', p .. 'sent', now, job)
       redis.call('SADD', p .. 'slots:' .. tenant, job)
       redis.call('SET', p .. 'lanectr', turn)
       redis.call('RPUSH', p .. 'log', job .. ' ' .. tenant .. ' ' .. lane)
@@ -246,6 +248,7 @@ def release(rt: Runtime, record: JobRecord) -> bool:
     with rt.redis.pipeline(transaction=False) as pipe:
         pipe.zrem(p + "slots", record.id)
         pipe.srem(p + "slots:" + record.tenant, record.id)
+        pipe.zrem(p + "sent", record.id)
         removed = pipe.execute()[0]
     return bool(removed)
 
@@ -314,7 +317,8 @@ def admission_log(rt: Runtime, provider: str) -> list[tuple[str, str, str]]:
 
 
 def _lease_ms(rt: Runtime) -> int:
-    return int(rt.settings.stale_after_s * 1000)
+    """How long past its due time a chain is live: a run sends submits, it gets their lease."""
+    return int(rt.settings.step_lease_s * 1000)
 
 
 def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False) -> bool:
@@ -425,20 +429,63 @@ def requeue(rt: Runtime, record: JobRecord, dispatch=None) -> None:
 def sweep(rt: Runtime, providers: Iterable[str], dispatch=None) -> int:
     """Re-drive admission whose chain lapsed, and requeue admitted jobs whose submit was lost.
 
-    A slot older than ``VISIBILITY_TIMEOUT_S + STALE_AFTER_S`` whose job is still queued
-    and unclaimed lost its submit message (by then the broker would have redelivered any
-    message a dead worker held; one merely waiting in a long submit queue is not lost); a
-    slot of a job no longer in flight leaked.
+    A submit message is lost with the worker that had reserved it (SIGKILL, OOM): the
+    broker gives it back only after ``VISIBILITY_TIMEOUT_S``. ``_resend_lost`` finds such
+    jobs within ``SUBMIT_LOST_AFTER_S``; ``_sweep_slots`` is the backstop for the rest.
     """
     requeued = 0
     for provider in providers:
+        requeued += _resend_lost(rt, provider, dispatch)
         requeued += _sweep_slots(rt, provider, dispatch)
         if has_backlog(rt, provider):
             wake(rt, provider, dispatch, revive_only=True)
     return requeued
 
 
+def _resend_lost(rt: Runtime, provider: str, dispatch) -> int:
+    """Requeue admitted jobs unclaimed ``SUBMIT_LOST_AFTER_S`` whose message left the queue.
+
+    The submit queue is FIFO: while a job's message still waits in it, so does every
+    message sent after it, so a job with at least as many jobs sent after it (in ``sent``,
+    a lower bound) as the queue holds is no longer waiting there. Its message was taken by
+    a worker: one that died with it, or a live one about to run it. Requeueing it costs at
+    most a submit that finds the job claimed and does nothing: the claim decides who pays.
+    Each job is read about once here; claimed and ended ones leave ``sent``.
+    """
+    key = prefix(provider) + "sent"
+    old_ms = _now_ms() - int(rt.settings.submit_lost_after_s * 1000)
+    entries = rt.redis.zrangebyscore(key, "-inf", old_ms, 0, 500)
+    if not entries:
+        return 0
+    total = rt.redis.zcard(key)  # entries[i] has at least total - i - 1 sent after it
+    records = {r.id: r for r in rt.jobs.get_many([e.decode() for e in entries])}
+    waiting, lost = None, []
+    for index, raw in enumerate(entries):
+        job_id = raw.decode()
+        record = records.get(job_id)
+        if record is None or record.state is not JobState.QUEUED or record.submit_started_at:
+            rt.redis.zrem(key, job_id)  # claimed or ended: its submit ran
+            continue
+        if waiting is None:
+            waiting = (dispatch or _default_dispatch()).waiting_submits()
+        if total - index - 1 >= waiting:  # else it may still wait there: look next time
+            lost.append(record)
+    for record in reversed(lost):  # each to the front: the oldest ends up first
+        log.warning("job %s: admitted but its submit was lost (unclaimed after %.0f s and "
+                    "out of the queue: its worker died?), queued again", record.id,
+                    rt.settings.submit_lost_after_s)
+        rt.redis.zrem(key, record.id)
+        requeue(rt, record, dispatch)
+    return len(lost)
+
+
 def _sweep_slots(rt: Runtime, provider: str, dispatch) -> int:
+    """The backstop: slots older than ``VISIBILITY_TIMEOUT_S + STALE_AFTER_S``.
+
+    A job still queued and unclaimed then lost its submit message (by then the broker
+    would have redelivered any message a dead worker held); a slot of a job no longer in
+    flight leaked.
+    """
     s = rt.settings
     key = prefix(provider) + "slots"
     old_ms = _now_ms() - int((s.visibility_timeout_s + s.stale_after_s) * 1000)

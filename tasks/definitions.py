@@ -16,13 +16,14 @@ import logging
 import redis
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 
 from providers.errors import PermanentError, RateLimited, TransientError
 from tasks import admission, events, jobsteps, notify, pipeline, reuse
 from tasks.schedule import retry_delay_s
 from tasks.store import store_result
 from workers.app import app
+from workers.constants import SUBMIT_QUEUE
 from workers.runtime import get_runtime
 from workers.settings import get_settings
 
@@ -169,6 +170,13 @@ class CeleryDispatcher:
     def reuse(self, job_id: str, leader_id: str | None = None, action: str | None = None,
               countdown_s: float = 0) -> None:
         reuse_result.apply_async((job_id, leader_id, action), countdown=countdown_s or None)
+
+    def waiting_submits(self) -> int:
+        with app.connection_for_read() as conn:
+            try:
+                return conn.default_channel.queue_declare(SUBMIT_QUEUE, passive=True).message_count
+            except ChannelError:  # Redis drops an empty queue's key: none waiting
+                return 0
 
 
 DISPATCH = CeleryDispatcher()

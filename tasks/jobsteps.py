@@ -80,10 +80,14 @@ def check_still_possible(rt: Runtime, record: JobRecord) -> None:
 
 
 def claim_live(rt: Runtime, record: JobRecord) -> bool:
-    """A submit holds the job's claim and may still be inside the paid call."""
+    """A submit holds the job's claim and may still be inside the paid call.
+
+    The claim's lease (``Settings.step_lease_s``) outlasts the call's overall deadline, so a
+    call still waiting for its answer is never taken for lost (and never paid twice).
+    """
     started = record.submit_started_at
     return started is not None and \
-        utcnow() < started + timedelta(seconds=rt.settings.stale_after_s)
+        utcnow() < started + timedelta(seconds=rt.settings.step_lease_s)
 
 
 def _check_queued(rt: Runtime, record: JobRecord, now: datetime) -> None:

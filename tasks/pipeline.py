@@ -74,6 +74,9 @@ class Dispatcher(Protocol):
     def reuse(self, job_id: str, leader_id: str | None = None, action: str | None = None,
               countdown_s: float = 0) -> None: ...
 
+    def waiting_submits(self) -> int:
+        """Submit messages waiting in the broker's queue, not yet taken by any worker."""
+
 
 def new_token() -> str:
     return uuid.uuid4().hex[:16]
@@ -143,7 +146,7 @@ def _release_claim(rt: Runtime, record: JobRecord) -> None:
         record.id,
         lambda r: r.state is JobState.QUEUED and r.submit_started_at == record.submit_started_at,
         lambda r: {"submit_started_at": None,
-                   "next_check_at": seconds_from_now(rt.settings.stale_after_s
+                   "next_check_at": seconds_from_now(rt.settings.step_lease_s
                                                      + rt.settings.max_countdown_s)},
     )
 
@@ -159,7 +162,7 @@ def _claim_durably(rt, job_id: str, started) -> JobRecord | None:
             job_id,
             lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
             lambda r: {"submit_started_at": started,
-                       "next_check_at": started + timedelta(seconds=rt.settings.stale_after_s)},
+                       "next_check_at": started + timedelta(seconds=rt.settings.step_lease_s)},
             durable=True,
         )
     except NotDurable:
@@ -465,7 +468,7 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
 def _redrive_queued(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     """A live submit claim is left alone; an unclaimed overdue job goes back to admission."""
     if record.submit_started_at is not None:  # live (a lapsed claim raised above)
-        lease_end = record.submit_started_at + timedelta(seconds=rt.settings.stale_after_s)
+        lease_end = record.submit_started_at + timedelta(seconds=rt.settings.step_lease_s)
         rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
                        lambda r: {"next_check_at": lease_end})
         return 0

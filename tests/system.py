@@ -38,7 +38,7 @@ FAST = {  # settings that make a test run in seconds, not minutes
     "STORE_LEASE_S": "5",
     "HTTP_CONNECT_TIMEOUT_S": "1",
     "HTTP_READ_TIMEOUT_S": "2.5",
-    "HTTP_DEADLINE_S": "2.9",  # stale_after_s must exceed connect + deadline
+    "HTTP_DEADLINE_S": "2.9",  # a submit claim holds connect + deadline + LEASE_GRACE_S
     "RECONCILE_INTERVAL_S": "1",
     "HITPAW_MAX_RPS": "500",
     "PICWISH_MAX_RPS": "500",

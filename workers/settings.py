@@ -140,8 +140,8 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(900, ge=10)  # > every countdown, << result lifetime
     max_countdown_s: float = Field(60.0, gt=0)  # ceiling on any scheduled poll or retry
     worker_eta_task_limit: int = Field(2000, gt=0)  # scheduled polls held per worker
-    reconcile_interval_s: float = Field(10.0, gt=0)  # part of the recovery time after a crash
-    stale_after_s: float = Field(120.0, gt=0)  # a step this overdue is re-driven
+    reconcile_interval_s: float = Field(5.0, gt=0)  # part of the recovery time after a crash
+    stale_after_s: float = Field(120.0, gt=0)  # a step with no lease of its own, this overdue
     max_redeliveries: int = Field(3, ge=1)  # workers lost mid-store before a result is given up
     submit_max_retries: int = Field(8, ge=0)  # transient submit failures before failing
     worker_soft_shutdown_timeout_s: float = Field(60.0, ge=0)  # requeue time at stop
@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     store_lease_s: float = Field(30.0, ge=3)  # a store holds its job this long, renewed
     store_retry_window_s: int = Field(3600, ge=60)  # retry a store this long if no expiry
     poll_grace_s: float = Field(5.0, gt=0)  # + HTTP timeouts: when a lost poll is re-driven
+    # A submit's claim and an admission run hold their job (chain) for one paid call
+    # (HTTP_CONNECT_TIMEOUT_S + HTTP_DEADLINE_S) plus this; then reconcile takes them for lost.
+    lease_grace_s: float = Field(2.0, gt=0, le=60)
+    # An admitted job whose submit has not claimed it this long, and whose message is no
+    # longer waiting in the submit queue, lost that message with its worker: sent again.
+    submit_lost_after_s: float = Field(30.0, gt=0)
     poll_protocol_retries: int = Field(3, ge=0)  # garbled poll answers asked again in a row
     lifecycle_inputs_expire_days: int = Field(7, ge=1)  # backstop for staged inputs
     lifecycle_abort_incomplete_days: int = Field(1, ge=1)  # backstop for lost uploads
@@ -303,11 +309,6 @@ class Settings(BaseSettings):
                 "max_countdown_s must be at most a quarter of visibility_timeout_s, or Redis "
                 "delivers scheduled tasks twice"
             )
-        if self.stale_after_s <= self.http_connect_timeout_s + self.http_read_timeout_s:
-            raise ValueError(
-                "stale_after_s must exceed http_connect_timeout_s + http_read_timeout_s, or "
-                "reconcile takes a submit still waiting for its answer for a lost one"
-            )
         if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
             raise ValueError("s3_sse_kms_key_id needs s3_sse=aws:kms")
         if self.store_lease_s * 2 > self.visibility_timeout_s:
@@ -316,16 +317,17 @@ class Settings(BaseSettings):
             raise ValueError("visibility_timeout_s must stay under the 1 hour result lifetime")
         return self
 
+    @property
+    def step_lease_s(self) -> float:
+        """How long a submit's claim (and an admission run) holds its job before reconcile
+        takes it for lost: the paid call's longest (connect + overall deadline) plus
+        ``LEASE_GRACE_S``, so a call still inside its deadline is never taken for lost."""
+        return self.http_connect_timeout_s + self.http_deadline_s + self.lease_grace_s
 
     @model_validator(mode="after")
     def _answers_fit(self) -> Settings:
         if self.http_deadline_s < self.http_read_timeout_s:
             raise ValueError("http_deadline_s must be at least http_read_timeout_s")
-        if self.stale_after_s <= self.http_connect_timeout_s + self.http_deadline_s:
-            raise ValueError(
-                "stale_after_s must exceed http_connect_timeout_s + http_deadline_s, or "
-                "reconcile takes a submit still waiting for its answer for a lost one"
-            )
         return self
 
 

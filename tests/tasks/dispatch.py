@@ -6,6 +6,7 @@ from __future__ import annotations
 class RecordingDispatcher:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
+        self.waiting = 0  # submit messages in the broker's queue
 
     def admit(self, provider, token, countdown_s=0):
         self.sent.append(("admit", provider, token, countdown_s))
@@ -22,3 +23,6 @@ class RecordingDispatcher:
 
     def store(self, job_id, countdown_s=0):
         self.sent.append(("store", job_id))
+
+    def waiting_submits(self):
+        return self.waiting

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from storage.jobs import JobRecord, JobSource, Priority
+from storage.jobs import JobRecord, JobSource, Priority, utcnow
 from tasks import admission, spend
 from tasks.budget import SUBMIT_SHARE
 from tests.tasks.dispatch import RecordingDispatcher
@@ -294,3 +294,41 @@ def test_a_reached_provider_cap_holds_admission_until_resumed(make_rt):
     assert limit == 0 and 0 < held_s <= spend.seconds_to_next_day() + 0.01
     assert admission.resume(rt, "picwish", RecordingDispatcher())
     assert spend.admission_limit(rt, "picwish") == (rt.settings.admission_batch_max, None)
+
+
+def test_an_admitted_job_whose_submit_left_the_queue_unrun_is_queued_again(make_rt):
+    # Issue 9: a submit reserved by a worker that was SIGKILLed came back only after the
+    # visibility timeout (15 min). Queue is FIFO: of jobs admitted a minute ago and still
+    # unclaimed, those with at least as many sent after them as the queue holds left it.
+    rt = make_rt(submit_lost_after_s=30)
+    ids = [job(rt, store=True).id for _ in range(5)]
+    minute_ago = admission._now_ms() - 60_000
+    for n in range(4):
+        assert take(rt, now_ms=minute_ago + n).job_id == ids[n]
+    take(rt)  # ids[4]: admitted just now
+    rt.jobs.update(ids[1], lambda r: True, lambda r: {"submit_started_at": utcnow()})
+    dispatch = RecordingDispatcher()
+    dispatch.waiting = 2  # the newest two messages may still wait
+
+    assert admission.sweep(rt, ["picwish"], dispatch) == 2
+
+    assert admission.waiting(rt, "picwish")["interactive"] == 2, "ids 0 and 2 queued again"
+    assert take(rt).job_id == ids[0] and take(rt).job_id == ids[2]
+    dispatch.waiting = 4  # as many as were sent after ids[3], which may be one of them
+    assert admission.sweep(rt, ["picwish"], dispatch) == 0
+    dispatch.waiting = 3
+    assert admission.sweep(rt, ["picwish"], dispatch) == 1, "three after it: not waiting"
+
+
+def test_a_claimed_job_leaves_the_sent_set_without_asking_the_broker(make_rt):
+    rt = make_rt(submit_lost_after_s=30)
+    record = job(rt, store=True)
+    take(rt, now_ms=admission._now_ms() - 60_000)
+    rt.jobs.update(record.id, lambda r: True, lambda r: {"submit_started_at": utcnow()})
+
+    class NoBroker(RecordingDispatcher):
+        def waiting_submits(self):
+            raise AssertionError("nothing to resend: the broker is not asked")
+
+    assert admission.sweep(rt, ["picwish"], NoBroker()) == 0
+    assert rt.redis.zcard(admission.prefix("picwish") + "sent") == 0

@@ -65,7 +65,7 @@ def test_fail_job_raising_inside_reconcile_drops_the_entry_and_carries_on(
         system, rt, dispatch, monkeypatch):
     doomed = system.enqueue(image_bytes(40, 40), "hitpaw", None)
     good = system.enqueue(image_bytes(40, 40), "hitpaw", None)
-    lapsed = utcnow() - timedelta(seconds=rt.settings.stale_after_s + 1)  # the claim's lease
+    lapsed = utcnow() - timedelta(seconds=rt.settings.step_lease_s + 1)  # the claim's lease
     force(rt, doomed, submit_started_at=lapsed, next_check_at=utcnow() - timedelta(seconds=2))
     force(rt, good, next_check_at=utcnow() - timedelta(seconds=1))
 

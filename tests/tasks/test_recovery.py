@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_a_job_that_fails_is_a_failed_task_with_its_error_code(system, sandbox):
 
 def test_jobs_move_again_soon_after_their_workers_are_killed(system, sandbox):
     # Production-like timings (not the test suite's fast ones): the 15-min visibility
-    # timeout, 2-min stale time; what brings the jobs back is the poll's short overdue
+    # timeout, 2-min stale time for steps without a lease; what brings the jobs back is the poll's short overdue
     # time and the store lease.
     sandbox.configure(processing_time_s=(6.0, 8.0))
     timings = {"VISIBILITY_TIMEOUT_S": "900", "STALE_AFTER_S": "120", "MAX_COUNTDOWN_S": "60",
@@ -113,6 +114,45 @@ def test_jobs_move_again_soon_after_their_workers_are_killed(system, sandbox):
     # scheduled, and reconcile runs every 5 s.
     worst_s = max((r.next_check_at - r.updated_at).total_seconds() for r in at_kill)
     assert worst_s <= 5 * 1.2 + 1 + 10 + 5 + 0.5
+
+
+def test_a_worker_killed_mid_submit_leaves_no_job_waiting_for_the_visibility_timeout(
+        system, sandbox):
+    # Issue 9: a claim held its job STALE_AFTER_S (120 s) and a submit message reserved by
+    # the killed worker came back after VISIBILITY_TIMEOUT_S (900 s). Now the claim holds
+    # one paid call (connect + deadline + grace: 8 s here) and a reserved message is sent
+    # again once it is out of the queue for SUBMIT_LOST_AFTER_S.
+    sandbox.configure(create_latency_s=(4.0, 4.0), processing_time_s=(0.5, 1.0))
+    timings = {"VISIBILITY_TIMEOUT_S": "900", "STALE_AFTER_S": "120", "MAX_COUNTDOWN_S": "60",
+               "HTTP_CONNECT_TIMEOUT_S": "1", "HTTP_READ_TIMEOUT_S": "5",
+               "HTTP_DEADLINE_S": "5", "LEASE_GRACE_S": "2", "SUBMIT_LOST_AFTER_S": "5",
+               "RECONCILE_INTERVAL_S": "2", "WORKER_PREFETCH_MULTIPLIER": "4"}
+    doomed = system.start_worker(concurrency=1, **timings)  # one call, the rest reserved
+    ids = [system.enqueue(image_bytes(48, 32), "hitpaw", "general_2x") for _ in range(4)]
+    system.wait(ids, timeout_s=30,
+                until=lambda rs: any(r.submit_started_at is not None for r in rs))
+    system.kill(doomed)  # inside the first paid call, three submits reserved
+    killed = utcnow()
+    at_kill = system.runtime.jobs.get_many(ids)
+    system.start_worker(concurrency=2, **timings)
+    system.start_beat(**timings)
+
+    # Generous for a loaded machine, far below the 120 s and 900 s they waited before.
+    moved = system.wait(ids, timeout_s=75, until=lambda rs: all(r.updated_at > killed
+                                                                for r in rs))
+    records = system.wait(ids, timeout_s=60)
+
+    assert all(r.updated_at > killed for r in moved), [r.state.value for r in moved]
+    claimed = [r for r in at_kill if r.submit_started_at is not None]
+    assert claimed and all(r.next_check_at == r.submit_started_at + timedelta(seconds=8)
+                           for r in claimed), "the claim's lease: 1 + 5 + 2 s"
+    codes = sorted(r.error.code if r.error else r.state.value for r in records)
+    assert set(codes) <= {"succeeded", "outcome_unknown"}, codes
+    assert codes.count("outcome_unknown") <= len(claimed), "only a call the kill cut short"
+    paid = sandbox.count(provider="hitpaw", kind="submit")
+    assert paid <= len(ids) and codes.count("succeeded") <= paid, "never paid twice"
+    if "submit was lost" not in system.logs("worker") + system.logs("beat"):
+        log.warning("no reserved submit was lost this time (the worker had not taken them)")
 
 
 def test_duplicate_store_deliveries_run_one_store_and_leave_no_parts(system, sandbox):

@@ -86,7 +86,7 @@ def test_a_submit_interrupted_after_the_paid_call_fails_as_outcome_unknown(syste
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
     # A worker claimed the job (as submit_job claims: with the claim's lease as the next
     # check), called the provider and died before recording the answer.
-    lease_s = system.settings.stale_after_s
+    lease_s = system.settings.step_lease_s
     system.runtime.jobs.update(job_id, lambda r: True,
                                lambda r: {"submit_started_at": datetime.now(UTC),
                                           "next_check_at": datetime.now(UTC)

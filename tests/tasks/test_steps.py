@@ -101,7 +101,7 @@ def test_reconcile_leaves_a_job_whose_submit_claim_is_live_alone(system, rt, dis
     assert record.state is JobState.QUEUED and record.error is None
     assert dispatch.sent == [] and sandbox.count(kind="submit") == 0
     assert record.next_check_at == record.submit_started_at + timedelta(
-        seconds=rt.settings.stale_after_s), "looked at again when the claim's lease lapses"
+        seconds=rt.settings.step_lease_s), "looked at again when the claim's lease lapses"
 
 
 @pytest.mark.parametrize(("setup", "code"), [
@@ -113,7 +113,7 @@ def test_reconcile_leaves_a_job_whose_submit_claim_is_live_alone(system, rt, dis
 def test_reconcile_fails_a_job_that_can_no_longer_succeed(system, rt, dispatch, setup, code):
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
     values = {"past": utcnow() - timedelta(seconds=1),
-              "lapsed": utcnow() - timedelta(seconds=rt.settings.stale_after_s + 1)}
+              "lapsed": utcnow() - timedelta(seconds=rt.settings.step_lease_s + 1)}
     force(rt, job_id, next_check_at=utcnow() - timedelta(seconds=1),
           **{k: values.get(v, v) if isinstance(v, str) else v for k, v in setup.items()})
 

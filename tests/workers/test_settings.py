@@ -236,13 +236,26 @@ def test_answer_bounds_out_of_range_are_refused(field, value):
 
 
 def test_the_deadline_cannot_be_shorter_than_the_read_timeout():
-    refused("http_deadline_s", http_read_timeout_s=40, http_deadline_s=35, stale_after_s=120)
+    refused("http_deadline_s", http_read_timeout_s=40, http_deadline_s=35)
 
 
-def test_a_call_must_end_before_reconcile_takes_it_for_lost():
-    text = refused("stale_after_s", http_deadline_s=116, stale_after_s=120)
-    assert "http_deadline_s" in text
-    assert Settings(http_deadline_s=114, stale_after_s=120).http_deadline_s == 114
+@pytest.mark.parametrize("deadline_s", [30, 45, 116, 600])
+def test_a_claim_outlasts_its_paid_call_whatever_the_deadline(deadline_s):
+    # A submit's claim taken for lost while its call is inside its deadline pays twice.
+    s = Settings(http_deadline_s=deadline_s)
+    assert s.step_lease_s > s.http_connect_timeout_s + s.http_deadline_s
+
+
+def test_a_dead_workers_jobs_move_again_within_a_minute_by_default():
+    # Issue 9: a claim held STALE_AFTER_S (120 s), so a worker SIGKILLed mid-submit left
+    # its job 124 s. Each lease plus one reconcile period now stays under 60 s.
+    s = Settings()
+    leases = {"submit claim / admission run": s.step_lease_s,
+              "poll (from its due time)": s.http_connect_timeout_s + s.http_read_timeout_s
+              + s.poll_grace_s,
+              "store": s.store_lease_s, "lost submit message": s.submit_lost_after_s}
+    for what, lease_s in leases.items():
+        assert lease_s + s.reconcile_interval_s < 60, what
 
 
 # --- Leases, retries and recovery ------------------------------------------------------
