@@ -13,6 +13,10 @@ one write is confirmed durable before the call goes out, in one of two ways:
   every write is on disk before Redis answers. Checked once per process with
   ``CONFIG GET`` (a managed Redis that refuses CONFIG is trusted as configured).
 
+The record ``enqueue`` creates is confirmed the same way before its id is handed out
+(``JobStore.create(..., durable=True)``): an id a producer holds must not vanish in a
+failover (it did once: ``unknown_job``).
+
 ``none`` trusts the server's own configuration, as before. ``NotDurable`` (transient)
 means the write happened but is not confirmed: the caller must undo it (release the
 claim) and try later, never make the paid call.
@@ -36,7 +40,7 @@ class NotDurable(TransientError):
 
 
 class Durability:
-    """How ``JobStore.update(..., durable=True)`` confirms its write.
+    """How ``JobStore.update`` / ``create`` with ``durable=True`` confirm their write.
 
     Args:
         client: the client durable writes go through. For ``wait`` it must hold a single

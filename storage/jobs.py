@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from providers.base import ImageInfo
 from providers.errors import EnhanceError, InvalidInput, NotFound
 from storage import jobindex
-from storage.durability import Durability
+from storage.durability import Durability, NotDurable
 from storage.notifications import Notification
 
 KEY_PREFIX = "eq:"  # every key this store writes starts with it
@@ -201,36 +201,76 @@ class JobStore:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+    def create(self, record: JobRecord, durable: bool = False) -> tuple[JobRecord, bool]:
         """Store a new record; with an idempotency key already used, return that job.
+
+        Args:
+            record: the new job.
+            durable: confirm the new record durable (``storage.durability``) before
+                returning: an id handed out must survive a failover. When it cannot be
+                confirmed the record is taken back and ``NotDurable`` raised.
 
         Returns:
             The stored record and whether it was created now (False: an existing job).
 
         Raises:
             IdempotencyConflict: the key was first used for a different request.
+            NotDurable: ``durable`` and the write could not be confirmed.
         """
-        return self.create_many([record])[0]
+        return self.create_many([record], durable=durable)[0]
 
-    def create_many(self, records: list[JobRecord]) -> list[tuple[JobRecord, bool]]:
+    def create_many(self, records: list[JobRecord],
+                    durable: bool = False) -> list[tuple[JobRecord, bool]]:
         """``create`` for a batch, in one ``MULTI`` (plus a ``WATCH``/``MGET`` when some
         carry an idempotency key); returns ``(stored record, created now)`` per record.
+
+        With ``durable``, one confirmation covers the batch; when it fails every record
+        the batch created is taken back and ``NotDurable`` raised.
 
         Raises:
             IdempotencyConflict: a key was first used for a different request; nothing of
                 the batch is stored.
+            NotDurable: ``durable`` and the writes could not be confirmed.
         """
         for record in records:
             record.request_digest = record.request_fingerprint()
             record.transitions.setdefault(record.state.value, record.created_at)
         idem = {r.id: self._key("idem", r.provider, r.idempotency_key)
                 for r in records if r.idempotency_key}
-        with self._redis.pipeline() as pipe:
+        durability = self._durability if durable else None
+        client = durability.client if durability else self._redis
+        with client.pipeline() as pipe:
             while True:
                 try:
-                    return self._create_batch(pipe, records, idem)
+                    results = self._create_batch(pipe, records, idem)
+                    break
                 except redis.WatchError:
                     continue
+        created = [record for record, new in results if new]
+        if durability is not None and created:
+            try:
+                durability.confirm()
+            except NotDurable:
+                self._take_back(created, idem)
+                raise
+        return results
+
+    def _take_back(self, records: list[JobRecord], idem: dict[str, str]) -> None:
+        """Remove new records whose write was not confirmed durable: their ids were never
+        handed out, and a retry with the same idempotency key starts anew."""
+        with self._redis.pipeline() as pipe:
+            for record in records:
+                pipe.delete(self._key("job", record.id))
+                pipe.zrem(self._key("due"), record.id)
+                for index in [*jobindex.entry_keys(record), f"idx:state:{record.state.value}"]:
+                    pipe.zrem(self._prefix + index, record.id)
+                for field in (record.state.value, f"{record.provider}:{record.state.value}"):
+                    pipe.hincrby(self._key("counts"), field, -1)
+            pipe.execute()
+        for record in records:
+            key = idem.get(record.id)
+            if key and self._redis.get(key) == record.id.encode():
+                self._redis.delete(key)
 
     def _create_batch(self, pipe: Any, records: list[JobRecord],
                       idem: dict[str, str]) -> list[tuple[JobRecord, bool]]:

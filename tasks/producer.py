@@ -149,6 +149,8 @@ def enqueue(
         IdempotencyConflict: ``idempotency_key`` was used before for a different request
             (an ``InvalidInput``, code ``idempotency_conflict``).
         StorageUnavailable: staging a local source into the bucket failed; try again.
+        NotDurable: ``CLAIM_DURABILITY`` is set and the new record could not be confirmed
+            durable (no replica acknowledged it); nothing was queued, try again.
     """
     return enqueue_many([{
         "source": source, "provider": provider, "model": model, "options": options,
@@ -170,14 +172,14 @@ def enqueue_many(requests: Iterable[Mapping[str, Any]], *, runtime: Runtime | No
     one Redis round trip each for the whole batch, whatever its size.
 
     Raises:
-        InvalidInput, IdempotencyConflict, StorageUnavailable: as ``enqueue``.
+        InvalidInput, IdempotencyConflict, StorageUnavailable, NotDurable: as ``enqueue``.
     """
     rt = runtime or get_runtime()
     prepared: list[JobRecord] = []
     try:
         for index, request in enumerate(requests):
             prepared.append(_prepare(rt, index, {**common, **request}))
-        stored = rt.jobs.create_many(prepared)
+        stored = rt.jobs.create_many(prepared, durable=True)  # CLAIM_DURABILITY
     except BaseException:  # e.g. IdempotencyConflict: keep no copy of any input
         for record in prepared:
             jobsteps.delete_staged_input(rt, record)

@@ -74,3 +74,26 @@ def test_a_claim_survives_sigkill_with_appendfsync_always(tmp_path):
         job_id = claim(store_on(server, "fsync"))
         server.restart()  # SIGKILL, then back from the AOF
         assert store_on(server, "none").get(job_id).progress == 1
+
+
+def test_a_new_record_waits_for_its_replica_before_its_id_is_handed_out(primary, tmp_path):
+    with RedisProcess(appendonly=False, replica_of=("127.0.0.1", primary.port),
+                      work_dir=tmp_path) as replica:
+        client = replica.client()
+        for _ in range(200):
+            if client.info("replication").get("master_link_status") == "up":
+                break
+            time.sleep(0.05)
+        record, created = store_on(primary, "wait", timeout_ms=2000).create(
+            JobRecord(provider="hitpaw", model="general_2x",
+                      source=JobSource(uri="https://x/a.jpg")), durable=True)
+        assert created and client.exists(f"eq:job:{record.id}")
+
+
+def test_a_new_record_no_replica_confirms_is_taken_back(primary):
+    store = store_on(primary, "wait", timeout_ms=20)
+    record = JobRecord(provider="hitpaw", model="general_2x",
+                       source=JobSource(uri="https://x/a.jpg"), idempotency_key="k")
+    with pytest.raises(NotDurable):
+        store.create(record, durable=True)
+    assert store.get_many([record.id]) == [] and store.job_for_key("hitpaw", "k") is None

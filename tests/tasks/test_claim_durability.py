@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from storage.durability import NotDurable
-from storage.jobs import JobState
+from storage.jobs import JobState, utcnow
 from tasks import pipeline
 from tests.system import System, image_bytes
 from tests.tasks.dispatch import RecordingDispatcher
@@ -31,3 +33,20 @@ def test_an_unconfirmed_claim_is_released_before_any_paid_call(durable_system, s
     assert (record.state, record.submit_started_at) == (JobState.QUEUED, None)
     assert sandbox.count(kind="submit") == 0
     assert dispatch.sent == []
+
+
+def test_a_new_record_that_cannot_be_made_durable_is_taken_back(durable_system, sandbox):
+    # Issue 9, failover: a job created in the unreplicated window came back unknown_job.
+    rt = durable_system.runtime
+    counts_before = rt.jobs.counts()
+
+    with pytest.raises(NotDurable):
+        durable_system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x",
+                               idempotency_key="k-1")
+
+    assert rt.jobs.job_for_key("hitpaw", "k-1") is None, "a retry with the key starts anew"
+    assert rt.jobs.counts() == counts_before
+    assert rt.jobs.overdue(utcnow() + timedelta(days=30)) == []
+    assert list(rt.redis.scan_iter("eq:job:*")) == []
+    client, bucket = rt.objects.client, rt.settings.s3_bucket
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0, "input deleted"
