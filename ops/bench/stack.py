@@ -155,13 +155,17 @@ class Stack:
         for key, value in AWS_ENV.items():  # boto3 in this process signs with these too
             os.environ.setdefault(key, value)
         try:
-            self.redis_url = self._exit.enter_context(embedded_redis())
-            self.s3_url = self._start_moto()
-            self.sandbox = SandboxAdmin(self._start_sandbox())
+            self._start_services()
         except BaseException:
             self._exit.close()
             raise
         return self
+
+    def _start_services(self) -> None:
+        """Redis, S3 and the sandbox (a subclass starts its own variants)."""
+        self.redis_url = self._exit.enter_context(embedded_redis())
+        self.s3_url = self._start_moto()
+        self.sandbox = SandboxAdmin(self._start_sandbox())
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop_workers(kill=True)

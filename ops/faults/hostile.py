@@ -8,6 +8,7 @@ present; and real jobs through the sandbox's malformed-body fault, which must al
 from __future__ import annotations
 
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 
 from ops.bench.runner import Context
 from ops.faults import params as P
@@ -15,13 +16,15 @@ from ops.faults.runner import enqueue_batch, finish, prepare, promises
 
 
 def malformed(ctx: Context, p: P.Malformed) -> dict:
-    generated = _generated(p)
-    env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s),
-                  rate_malformed=p.rate_malformed)
-    ctx.stack.worker(env, concurrency=p.concurrency)
-    ctx.stack.beat(env)
-    batch = enqueue_batch(ctx, p.jobs)
-    jobs, _ = finish(ctx, batch, p.final_timeout_s)
+    with ThreadPoolExecutor(1) as pool:  # the generator needs no worker: meanwhile, the jobs
+        generating = pool.submit(_generated, p)
+        env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s),
+                      rate_malformed=p.rate_malformed)
+        ctx.stack.worker(env, concurrency=p.concurrency)
+        ctx.stack.beat(env)
+        batch = enqueue_batch(ctx, p.jobs)
+        jobs, _ = finish(ctx, batch, p.final_timeout_s)
+        generated = generating.result()
     checks = {"jobs": promises(jobs)}
     if generated.get("available"):
         checks["generated"] = {

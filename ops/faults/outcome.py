@@ -69,6 +69,17 @@ class Observer:
             for rec in recs:
                 self.updates.setdefault(rec.id, set()).add(rec.updated_at.timestamp())
 
+    def moved_again_s(self, at: float, job_ids: list[str], records: list[JobRecord]) -> list[float]:
+        """Seconds from ``at`` until each of ``job_ids`` was next updated (seen or final)."""
+        final_at = {r.id: r.updated_at.timestamp() for r in records}
+        waits = []
+        for job_id in job_ids:
+            after = [t for t in sorted(self.updates.get(job_id, ())) if t > at]
+            moved = after[0] if after else final_at.get(job_id)
+            if moved is not None and moved > at:
+                waits.append(moved - at)
+        return waits
+
     def recovery_s(self, at: float, records: list[JobRecord]) -> dict:
         """Seconds from ``at`` until each job not final then was updated again."""
         waits = []
@@ -142,7 +153,7 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value else None
 
 
-def wait_final(ids: list[str], timeout_s: float, interval_s: float = 1.0) -> bool:
+def wait_final(ids: list[str], timeout_s: float, interval_s: float = 0.25) -> bool:
     """Wait until every job is final; False on timeout. Redis errors count as not yet."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

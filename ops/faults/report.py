@@ -71,12 +71,11 @@ def table(report: dict) -> str:
 
 
 def notes(report: dict) -> list[str]:
-    """Figures that are not a run of jobs: durable-claim cost, failover promotion time."""
-    out = []
-    costs = report["scenarios"].get("2", {}).get("figures", {}).get("claim_cost_ms_by_durability")
-    if costs:
-        out.append("claim latency per job, p50 / p95 ms: " + ", ".join(
-            f"{mode} {c['p50_ms']} / {c['p95_ms']}" for mode, c in costs.items()))
+    """Figures that are not a run of jobs: recovery times, failover promotion time.
+
+    What durable claims cost per job is the benchmark's (``python -m ops.bench``, 6).
+    """
+    out = recovery_notes(report)
     crash = report["scenarios"].get("1", {}).get("figures", {})
     if "outcome_unknown" in crash:
         out.append(f"crash storm: {crash['worker_kills']} worker kills, {crash['beat_kills']} "
@@ -86,6 +85,27 @@ def notes(report: dict) -> list[str]:
     if "promotion_s" in failover:
         out.append(f"failover: replica promoted {failover['promotion_s']} s after the kill")
     return out
+
+
+def recovery_notes(report: dict) -> list[str]:
+    """Seconds until the jobs a fault left moved again, p50 / max, per fault."""
+    s = report["scenarios"]
+    crash = s.get("1", {}).get("figures", {})
+    found = []
+    if "recovery_after_kill_max_s" in crash:
+        found.append(("a worker SIGKILLed (its own jobs)", crash["recovery_after_kill_p50_s"],
+                      crash["recovery_after_kill_max_s"], crash["killed_workers_jobs"]))
+    for run, what in (("aof_restart", "the Redis restarted from its AOF"),
+                      ("empty_broker_restart", "the broker's Redis restarted empty")):
+        rec = s.get("2", {}).get("figures", {}).get(run, {}).get("recovery")
+        if rec:
+            found.append((what, rec["p50_s"], rec["max_s"], rec["jobs"]))
+    rec = s.get("7", {}).get("figures", {}).get("recovery")
+    if rec:
+        found.append(("the Sentinel primary SIGKILLed", rec["p50_s"], rec["max_s"], rec["jobs"]))
+    return [f"recovery after {what}: " + (f"p50 {p50:.1f} s, max {top:.1f} s ({jobs} jobs)"
+                                          if jobs else "no job was in flight")
+            for what, p50, top, jobs in found]
 
 
 def write_table(report: dict, out_dir: Path) -> Path:

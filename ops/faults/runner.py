@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from ops.bench.runner import Context
-from ops.faults.outcome import Batch, read_records, tally, wait_final
+from ops.faults.outcome import Batch, Observer, read_records, tally, wait_final
 from workers.app import app
 from workers.runtime import get_runtime
 
@@ -111,3 +112,25 @@ def promises(figures: dict, **extra: bool) -> dict:
         **extra,
     }
     return {"held": all(checks.values()), **checks}
+
+
+def through_fault(ctx: Context, p, settings: dict,
+                  fault: Callable[[], float]) -> tuple[dict, dict]:
+    """Half of ``p.jobs`` in flight, ``fault()``, then the other half: figures and promises.
+
+    One worker (``p.concurrency``) and beat run throughout and must carry on unrestarted;
+    ``fault()`` returns the time recovery is measured from.
+    """
+    env = prepare(ctx, settings, processing_time_s=list(p.processing_s))
+    ctx.stack.worker(env, concurrency=p.concurrency)
+    ctx.stack.beat(env)
+    procs = [*ctx.stack.workers, *ctx.stack.beats]
+    batch = enqueue_batch(ctx, p.jobs // 2)
+    with Observer(batch) as observer:
+        at = fault()
+        enqueue_batch(ctx, p.jobs - p.jobs // 2, batch=batch)  # producers carry on
+        figures, records = finish(ctx, batch, p.final_timeout_s)
+    survived = sum(proc.alive() for proc in procs)
+    figures.update({"processes_alive_after": f"{survived}/{len(procs)}",
+                    "recovery": observer.recovery_s(at, records)})
+    return figures, promises(figures, processes_carried_on=survived == len(procs))

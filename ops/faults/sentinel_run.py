@@ -14,9 +14,8 @@ import time
 
 from ops.bench.runner import Context
 from ops.faults import params as P
-from ops.faults.outcome import Observer
 from ops.faults.redisproc import Sentinels
-from ops.faults.runner import enqueue_batch, finish, prepare, promises
+from ops.faults.runner import through_fault
 
 
 def run_failover(ctx: Context, p: P.Failover) -> dict:
@@ -34,24 +33,16 @@ def run_failover(ctx: Context, p: P.Failover) -> dict:
 
 
 def _run(ctx: Context, p: P.Failover, sentinels: Sentinels, settings: dict) -> dict:
-    env = prepare(ctx, settings, processing_time_s=list(p.processing_s))
-    ctx.stack.worker(env, concurrency=p.concurrency)
-    ctx.stack.beat(env)
-    procs = [*ctx.stack.workers, *ctx.stack.beats]
-    batch = enqueue_batch(ctx, p.jobs // 2)
-    with Observer(batch) as observer:
+    times = {}
+
+    def kill_primary() -> float:
         time.sleep(p.kill_after_s)
         sentinels.primary.kill()
-        killed_at = time.time()
-        promoted_at = sentinels.wait_promoted()
+        times["killed"] = time.time()
+        times["promoted"] = sentinels.wait_promoted()
         sentinels.primary.start()  # back from its AOF; the Sentinels make it a replica
-        enqueue_batch(ctx, p.jobs - p.jobs // 2, batch=batch)  # producers carry on
-        figures, records = finish(ctx, batch, p.final_timeout_s)
-    survived = sum(proc.alive() for proc in procs)
-    figures.update({
-        "promotion_s": round(promoted_at - killed_at, 2),
-        "processes_alive_after": f"{survived}/{len(procs)}",
-        "recovery": observer.recovery_s(killed_at, records),
-    })
-    return {"params": P.as_dict(p), "figures": figures,
-            "promises": promises(figures, processes_carried_on=survived == len(procs))}
+        return times["killed"]
+
+    figures, held = through_fault(ctx, p, settings, kill_primary)
+    figures["promotion_s"] = round(times["promoted"] - times["killed"], 2)
+    return {"params": P.as_dict(p), "figures": figures, "promises": held}

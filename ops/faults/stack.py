@@ -3,9 +3,9 @@
 ``FaultStack`` is ``ops.bench.stack.Stack`` (moto's S3 server and the sandbox as processes
 of their own, ``enhance worker`` subprocesses) with these differences:
 
-- the job store's Redis is a ``RedisProcess`` with an append-only file, killed with
-  SIGKILL and restarted from that file at will; with ``separate_broker`` the broker gets a
-  Redis of its own, without persistence, so a restart brings it back empty;
+- its Redis (broker and job store) is a ``RedisProcess`` with an append-only file, killed
+  with SIGKILL and restarted from that file at will (a scenario may point the broker at a
+  ``RedisProcess`` of its own: ``CELERY_BROKER_URL`` in its settings);
 - workers reach S3 through a ``BreakableProxy`` (500s, or no answer at all);
 - ``beat()`` starts ``enhance beat``; ``kill(proc)`` SIGKILLs a process group (a worker
   with its pool) and records when, for the report.
@@ -29,70 +29,39 @@ from workers.constants import ALL_QUEUES
 from workers.embedded import LOOPBACK
 
 DEFAULT_CONCURRENCY = 4
+#: Celery's start-up handshakes with the other workers (revoked ids, clocks, worker-online
+#: gossip) cost 1.5-2.5 s a start and nothing here uses them: the suite starts ~20 workers.
+QUICK_START = ("--without-mingle", "--without-gossip")
 
 
 class FaultStack(Stack):
-    """Redis (AOF), optional broker Redis, S3 behind a breakable proxy, the sandbox."""
+    """Redis (AOF), S3 behind a breakable proxy, the sandbox."""
 
-    def __init__(self, work_dir: Path, separate_broker: bool = False,
-                 appendfsync: str = "everysec") -> None:
+    def __init__(self, work_dir: Path, appendfsync: str = "everysec") -> None:
         super().__init__(work_dir)
         self.store_redis = RedisProcess(appendonly=True, appendfsync=appendfsync,
                                         work_dir=work_dir)
-        self.broker_redis = RedisProcess(appendonly=False, work_dir=work_dir) \
-            if separate_broker else None
         self.proxy: BreakableProxy | None = None
         self.kills: list[dict] = []  # every SIGKILL this stack sent: what and when
         self.beats: list[Launched] = []
 
-    def __enter__(self) -> FaultStack:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing",
-                           "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-            os.environ.setdefault(key, value)
-        try:
-            self.redis_url = self.store_redis.start().url
-            self._exit.callback(self.store_redis.stop)
-            if self.broker_redis:
-                self.broker_redis.start()
-                self._exit.callback(self.broker_redis.stop)
-            moto_url = self._start_moto()
-            self.proxy = BreakableProxy((LOOPBACK, int(moto_url.rsplit(":", 1)[1])))
-            self._exit.callback(self.proxy.close)
-            self.s3_url = self.proxy.url
-            self.sandbox = SandboxAdmin(self._start_sandbox())
-        except BaseException:
-            self._exit.close()
-            raise
-        return self
+    def _start_services(self) -> None:
+        self.redis_url = self.store_redis.start().url
+        self._exit.callback(self.store_redis.stop)
+        moto_url = self._start_moto()
+        self.proxy = BreakableProxy((LOOPBACK, int(moto_url.rsplit(":", 1)[1])))
+        self._exit.callback(self.proxy.close)
+        self.s3_url = self.proxy.url
+        self.sandbox = SandboxAdmin(self._start_sandbox())
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop_beats()
         super().__exit__(*exc_info)
 
-    def flush(self) -> None:
-        """Forget every job, message and counter, in the broker's Redis too."""
-        super().flush()
-        if self.broker_redis:
-            client = self.broker_redis.client()
-            try:
-                client.flushall()
-            finally:
-                client.close()
-
-    @property
-    def broker_url(self) -> str:
-        return self.broker_redis.url if self.broker_redis else self.redis_url
-
-    def env(self, **settings: object) -> dict[str, str]:
-        env = super().env(**settings)
-        if "celery_broker_url" not in {key.lower() for key in settings}:
-            env["CELERY_BROKER_URL"] = self.broker_url
-        return env
-
     # --- processes -----------------------------------------------------------------------
     def worker(self, env: dict[str, str], concurrency: int = DEFAULT_CONCURRENCY,
-               queues: tuple[str, ...] = ALL_QUEUES) -> Launched:
-        """Start ``enhance worker`` and wait until it answers a ping.
+               queues: tuple[str, ...] = ALL_QUEUES, wait: bool = True) -> Launched:
+        """Start ``enhance worker`` and (``wait``) wait until it answers a ping.
 
         Each ping goes over a new broker connection: a pooled one may be to a Redis a
         scenario killed and restarted since.
@@ -100,9 +69,11 @@ class FaultStack(Stack):
         node = f"faults{len(self.workers)}-{uuid.uuid4().hex[:6]}@{LOOPBACK}"
         proc = self._launch("worker", [sys.executable, "-m", "workers.cli", "worker",
                                        "--concurrency", str(concurrency), "--hostname", node,
-                                       "--queues", ",".join(queues)], env)
+                                       "--queues", ",".join(queues), *QUICK_START], env)
         proc.node = node
         self.workers.append(proc)
+        if not wait:
+            return proc
         wait_until(lambda: not proc.alive() or _pings(node), STARTUP_TIMEOUT_S,
                    f"worker {node} answering a ping", interval_s=0.2)
         if not proc.alive():

@@ -58,7 +58,7 @@ def assert_jobs(figures: dict) -> None:
 
 def test_every_scenario_ran_without_error(report):
     assert report["errors"] == {}
-    assert sorted(report["scenarios"]) == [str(n) for n in range(1, 10)]
+    assert sorted(report["scenarios"]) == sorted(str(n) for n in range(1, 11))
     assert report["mode"] == "smoke"
     assert number(report["machine"]["cpus"], positive=True)
     for scenario in report["scenarios"].values():
@@ -162,3 +162,12 @@ def test_spend_stays_within_the_cap(report):
     assert f["ledger_credits"] <= f["cap_credits"]
     assert f["succeeded"] + sum(f["failure_codes"].values()) == f["jobs"]
     assert set(f["failure_codes"]) <= {"budget_exhausted"}
+
+
+def test_what_durable_claims_cost_per_job_is_reported(report):
+    figures = report["scenarios"]["10"]["figures"]
+    assert sorted(figures["ms_by_durability"]) == ["fsync", "none", "wait"]
+    for mode, ms in figures["ms_by_durability"].items():
+        for name in ("create_p50_ms", "claim_p50_ms", "job_p50_ms", "job_p95_ms"):
+            assert number(ms[name], positive=True), (mode, name, ms)
+    assert figures["extra_ms_per_job_p50"]["none"] == 0

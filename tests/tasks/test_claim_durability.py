@@ -22,8 +22,9 @@ def durable_system(system_env, tmp_path):
     deployment.stop()
 
 
-def test_an_unconfirmed_claim_is_released_before_any_paid_call(durable_system, sandbox):
-    job_id = durable_system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+def test_an_unconfirmed_claim_is_released_before_any_paid_call(durable_system, system,
+                                                              sandbox):
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")  # not durable
     dispatch = RecordingDispatcher()
 
     with pytest.raises(NotDurable):
@@ -38,14 +39,17 @@ def test_an_unconfirmed_claim_is_released_before_any_paid_call(durable_system, s
 def test_a_new_record_that_cannot_be_made_durable_is_taken_back(durable_system, sandbox):
     # Issue 9, failover: a job created in the unreplicated window came back unknown_job.
     rt = durable_system.runtime
-    counts_before = rt.jobs.counts()
+    def nonzero_counts():
+        return {state: n for state, n in rt.jobs.counts().items() if n}
+
+    counts_before = nonzero_counts()
 
     with pytest.raises(NotDurable):
         durable_system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x",
                                idempotency_key="k-1")
 
     assert rt.jobs.job_for_key("hitpaw", "k-1") is None, "a retry with the key starts anew"
-    assert rt.jobs.counts() == counts_before
+    assert nonzero_counts() == counts_before
     assert rt.jobs.overdue(utcnow() + timedelta(days=30)) == []
     assert list(rt.redis.scan_iter("eq:job:*")) == []
     client, bucket = rt.objects.client, rt.settings.s3_bucket
