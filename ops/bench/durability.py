@@ -1,4 +1,4 @@
-"""Scenario 6: what ``CLAIM_DURABILITY`` costs per job (``ops.faults.durability_cost``).
+"""Scenario 10: what ``CLAIM_DURABILITY`` costs per job (``ops.faults.durability_cost``).
 
 A job makes two durable writes: the record ``enqueue`` creates and the claim before the
 paid call. Each way (``none``: appendfsync everysec; ``fsync``: appendfsync always;

@@ -4,7 +4,7 @@ confirms (the record ``enqueue`` creates, the claim before the paid call), three
 Each way gets private ``redis-server`` processes: ``none`` (appendfsync everysec, the
 last second of writes may be lost), ``fsync`` (appendfsync always) and ``wait``
 (everysec plus one replica acknowledging with ``WAIT``). Reported by the benchmark
-(``python -m ops.bench``, scenario 6).
+(``python -m ops.bench``, scenario 10).
 """
 
 from __future__ import annotations

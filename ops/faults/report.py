@@ -73,7 +73,7 @@ def table(report: dict) -> str:
 def notes(report: dict) -> list[str]:
     """Figures that are not a run of jobs: recovery times, failover promotion time.
 
-    What durable claims cost per job is the benchmark's (``python -m ops.bench``, 6).
+    What durable claims cost per job is the benchmark's (``python -m ops.bench``, 10).
     """
     out = recovery_notes(report)
     crash = report["scenarios"].get("1", {}).get("figures", {})
