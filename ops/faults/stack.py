@@ -81,9 +81,8 @@ class FaultStack(Stack):
         return proc
 
     def beat(self, env: dict[str, str]) -> Launched:
-        schedule = self.work_dir / f"beat-{uuid.uuid4().hex[:6]}"
-        proc = self._launch("beat", [sys.executable, "-m", "workers.cli", "beat",
-                                     "--schedule", str(schedule)], env)
+        proc = super().beat(env)
+        self.workers.remove(proc)  # beats are killed and stopped on their own
         self.beats.append(proc)
         return proc
 
