@@ -22,7 +22,15 @@ from pathlib import Path
 
 import click
 
-from workers.devenv import DEV_DIR, write_dev_env
+from workers.cli_errors import CliFailure
+from workers.devenv import (
+    DEV_DIR,
+    DEV_ENV,
+    PID_VARIABLE,
+    is_alive,
+    read_env_file,
+    write_dev_env,
+)
 from workers.embedded import LocalServices, ensure_bucket, free_port, start_missing_services
 
 STOP_TIMEOUT_S = 20.0  # a process given SIGTERM is killed after this long
@@ -62,7 +70,11 @@ def _raise_stop(signum, _frame) -> None:
 
 
 def _run(stack: ExitStack, folder: Path, concurrency: int) -> int:
-    local = start_missing_services(stack)
+    _refuse_a_second_stack(folder)
+    try:
+        local = start_missing_services(stack)
+    except RuntimeError as exc:  # no redis-server binary, or it would not start
+        raise CliFailure(f"enhance dev: {exc}") from exc
     os.environ.update(local.env)
     os.environ.setdefault("RECONCILE_INTERVAL_S", "5")
     from workers.runtime import get_runtime
@@ -85,6 +97,15 @@ def _run(stack: ExitStack, folder: Path, concurrency: int) -> int:
     _print_summary(local, settings, created, procs, metrics_port, path)
     click.echo("enhance dev: ready. Ctrl-C stops everything.", err=True)
     return _watch(procs)
+
+
+def _refuse_a_second_stack(folder: Path) -> None:
+    """One stack per directory: a second would take over the first one's dev.env."""
+    path = folder / DEV_DIR / DEV_ENV
+    pid = read_env_file(path).get(PID_VARIABLE, "") if path.is_file() else ""
+    if pid.isdigit() and is_alive(int(pid)):
+        raise CliFailure(f"enhance dev already runs here (pid {pid}, {DEV_DIR}/{DEV_ENV}): "
+                         "use that one, or stop it first")
 
 
 def _dev_env(local: LocalServices) -> dict[str, str]:

@@ -64,7 +64,7 @@ def describe(path: Path, values: dict[str, str]) -> str:
     """The stderr line announcing that ``path`` was read (and whether its stack still runs)."""
     shown = os.path.relpath(path)  # ../.enhance/dev.env when run from below
     pid = values.get(PID_VARIABLE, "")
-    if pid.isdigit() and not _alive(int(pid)):
+    if pid.isdigit() and not is_alive(int(pid)):
         return (f"enhance: using {shown}, but the `enhance dev` that wrote it (pid {pid}) is not "
                 "running: start it again")
     return f"enhance: using the settings of `enhance dev` from {shown}"
@@ -86,7 +86,8 @@ def write_dev_env(folder: Path, values: dict[str, str]) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """True while process ``pid`` exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

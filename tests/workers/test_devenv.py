@@ -52,3 +52,12 @@ def test_a_file_left_by_a_dead_stack_says_so(checkout):
 def test_nothing_is_loaded_without_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert devenv.load_dev_env({}) is None
+
+
+def test_a_second_enhance_dev_in_the_same_directory_is_refused(checkout):
+    from workers.cli_errors import CliFailure
+    from workers.dev import _refuse_a_second_stack
+
+    with pytest.raises(CliFailure, match=rf"enhance dev already runs here \(pid {os.getpid()}, "
+                                         r"\.enhance/dev\.env\): use that one, or stop it first"):
+        _refuse_a_second_stack(checkout)
