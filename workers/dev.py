@@ -158,7 +158,7 @@ def _print_summary(local: LocalServices, settings, created: bool, procs: dict,
     echo(f"settings: {shown} (read by every enhance command run here with nothing exported)")
     echo("in another terminal:")
     echo("  enhance submit photo.jpg --provider picwish --wait")
-    echo("  enhance status JOB_ID      enhance stats")
+    echo("  enhance get JOB_ID -o out.jpg      enhance status JOB_ID      enhance stats")
     if real and any(name == "s3" for name, _, _ in local.started):
         echo("note: a real provider fetches inputs by presigned URL and cannot reach an S3 "
              "server on loopback: set S3_ENDPOINT_URL (and AWS credentials) to a bucket it "
