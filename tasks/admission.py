@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from storage.jobs import KEY_PREFIX, JobRecord, JobState, Priority
+from tasks.budget import window_wait_lua
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.admission")
@@ -52,21 +53,23 @@ FAR_MS = 10**15  # "never" for a wake that must not replace a live chain
 #: it and sends its submit to arrive on it: each run's own dispatch delay does not add up.
 BOOK_AHEAD_MS = 100
 
-# KEYS[1]: the provider's prefix; KEYS[2..5]: the budget's cool-down, pace, submit pace
-# and line (``tasks.budget``: the next free turn, ms of Redis time, shared with polls).
-# ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant cap ..." overrides,
-# batch share (every N-th admission), pace interval (ms), submit interval (ms), how far
-# ahead a slot may be booked (ms). The budget's submit slot is taken in the same step as
-# the job, both or neither; a slot free within the horizon is booked (the pacing marks
-# and the line move to its end) and the submit is sent with that countdown. Polls booked
-# on the line go first: a submit takes a turn after them.
+# KEYS[1]: the provider's prefix; KEYS[2..6]: the budget's cool-down, pace, submit pace,
+# line (the next free turn, ms of Redis time, shared with polls) and window of sends
+# (``tasks.budget``). ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant
+# cap ..." overrides, batch share (every N-th admission), gap (ms), submit interval (ms),
+# how far ahead a slot may be booked (ms), line interval (ms), window n, window (ms). The
+# budget's submit slot is taken in the same step as the job, both or neither; a slot free
+# within the horizon is booked (the marks and the line move to its end, the job takes its
+# place in the window) and the submit is sent with that countdown. Polls booked on the
+# line go first: a submit takes a turn after them.
 _ADMIT_ONE = """
 local p, now = KEYS[1], tonumber(ARGV[1])
 if redis.call('ZCARD', p .. 'slots') >= tonumber(ARGV[2]) then return {'cap'} end
 local t = redis.call('TIME')
 local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+""" + window_wait_lua("KEYS[6]", "ARGV[10]", "ARGV[11]") + """
 local function budget_wait()
-  local wait = 0
+  local wait = window_wait(rnow)
   for i = 2, 4 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
   return math.max(wait, tonumber(redis.call('GET', KEYS[5]) or '0') - rnow)
 end
@@ -93,10 +96,11 @@ for _, lane in ipairs(lanes) do
       local job, wait = head[1], budget_wait()
       redis.call('SET', KEYS[3], '1', 'PX', wait + tonumber(ARGV[6]))
       redis.call('SET', KEYS[4], '1', 'PX', wait + tonumber(ARGV[7]))
-      local after = rnow + wait + tonumber(ARGV[6])
+      local after = rnow + wait + tonumber(ARGV[9])
       if tonumber(redis.call('GET', KEYS[5]) or '0') < after then
-        redis.call('SET', KEYS[5], after, 'PX', wait + tonumber(ARGV[6]) + 1000)
+        redis.call('SET', KEYS[5], after, 'PX', wait + tonumber(ARGV[9]) + 1000)
       end
+      window_add(job, rnow + wait)
       redis.call('ZREM', q, job)
       if redis.call('ZCARD', q) == 0 then redis.call('ZREM', lk, tenant)
       else redis.call('ZADD', lk, redis.call('INCR', p .. 'rr'), tenant) end
@@ -233,12 +237,12 @@ def admit_one(rt: Runtime, provider: str, now_ms: int | None = None) -> Admitted
     submit slot, atomically; ``kind`` budget: the request budget has no slot free now."""
     s = rt.settings
     overrides = " ".join(f"{t} {c}" for t, c in s.tenant_caps().items())
-    interval_ms, submit_ms = rt.budget.submit_intervals_ms(provider)
+    gap_ms, submit_ms, interval_ms, n, window_ms = rt.budget.submit_args(provider)
     answer = script(rt, _ADMIT_ONE)(
         keys=[prefix(provider), *rt.budget.submit_keys(provider)],
         args=[now_ms or _now_ms(), getattr(s, f"{provider}_max_in_flight"),
               s.tenant_max_in_flight or 0, overrides, s.batch_share_every,
-              interval_ms, submit_ms, BOOK_AHEAD_MS])
+              gap_ms, submit_ms, BOOK_AHEAD_MS, interval_ms, n, window_ms])
     return Admitted(*(part.decode() if isinstance(part, bytes) else part for part in answer))
 
 

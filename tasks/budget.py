@@ -1,32 +1,39 @@
 """One request budget per provider, shared by every worker process on every host.
 
-Celery's ``rate_limit`` is per worker; this is not. Requests to a provider are *paced*
-through Redis: after each one, no worker may send the next for ``1 / *_MAX_RPS`` seconds
-(plus ``PACING_MARGIN``). Pacing rather than a per-second window, because the benchmark
-showed a window's burst (two requests at the end of one second, two at the start of the
-next) reaching the provider's own sliding window as a 429: evenly spaced requests cannot.
+Celery's ``rate_limit`` is per worker; this is not. Requests to a provider are limited
+through Redis the way the provider limits them: a *sliding window* of the last sends
+(``SENT_KEY``), at most ``n = max(1, floor(*_MAX_RPS))`` in any ``n / *_MAX_RPS`` seconds
+times ``PACING_MARGIN``, and never two within half a turn of each other (``PACE_KEY``). A
+fixed per-second window is not enough: the benchmark saw its burst (two requests at the
+end of one second, two at the start of the next) reach the provider's sliding window as a
+429. The window records when requests were *sent*, so one sent late (a task dispatch on
+a loaded worker) does not push every later one back by as much, as pacing each request
+from the last one did: at 2 req/s the capped benchmark's requests went out 0.59 s apart
+(median) against 0.525 s turns.
 
 - A 429 (or ``Retry-After``) puts the provider in a shared cool-down: every worker slows
   down at once.
+- Every request takes its turn on one shared *line* (``TURN_KEY``: the next free turn, ms
+  of Redis time, turns ``interval_s`` apart): a poll refused a request books the next turn
+  and comes back then (``wait_s``), admission books the submit slots it takes on the same
+  line (``tasks.admission``), and a poll asking fresh goes only when nobody is booked
+  ahead of it. So a refused poll is refused about once, not again and again at every mark
+  a submit took meanwhile (the benchmark counted nine poll executions per provider
+  request before the line was shared).
 - Submits start new paid work; polls finish work already paid for. A poll booked on the
   line goes before any submit, and submits are paced again at ``SUBMIT_SHARE`` of the
   budget, so polls always keep a share of it.
+- Admission takes a submit's place in the window when it admits the job; the submit task
+  moves it to when it really sends (``mark_sent``): the provider counts arrivals.
 
-The checks and the pacing marks happen in Lua scripts, atomically. Every request takes
-its turn on one shared *line* (``TURN_KEY``: the next free turn, in Redis time): a poll
-refused a request books the next turn and comes back then (``wait_s``), admission books
-the submit slots it takes on the same line (``tasks.admission``), and a poll asking
-fresh goes only when nobody is booked ahead of it. So a refused poll is refused once, not
-again and again at every pacing mark a submit took meanwhile (the benchmark counted
-nine poll executions per provider request before the line was shared). A submit marks
-the pace again when it actually sends (``mark_sent``): admission took its slot a task
-dispatch earlier, and the provider's window counts arrivals, not our bookings.
+The checks and the marks happen in Lua scripts, atomically.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import uuid
 
 import redis
 
@@ -34,65 +41,93 @@ from storage.jobs import KEY_PREFIX
 from workers.settings import Settings
 
 COOLDOWN_KEY = KEY_PREFIX + "cooldown:"  # + provider: set for the Retry-After time
-PACE_KEY = KEY_PREFIX + "pace:"  # + provider: set while the next request must wait
-SUBMIT_PACE_KEY = KEY_PREFIX + "pace-submit:"  # + provider: the same, for submits
+PACE_KEY = KEY_PREFIX + "pace:"  # + provider: set for half a turn after each request
+SUBMIT_PACE_KEY = KEY_PREFIX + "pace-submit:"  # + provider: set while submits must wait
 TURN_KEY = KEY_PREFIX + "turn:"  # + provider: the next free turn on the shared line (ms)
-#: spacing = margin / max_rps: room for jitter between taking a slot and the request's
-#: arrival. Once submits re-mark the pace when they send, the benchmark's capped
-#: scenario (2 req/s, load average ~9 on 2 cores) saw the tightest span of three
-#: requests at 1.052 s against the provider's 1 s window (1.017 s at margin 1.1 without).
-PACING_MARGIN = 1.05
-#: The most of the budget submits may take. Booked polls go first anyway (the line); at
-#: 1/2 a slot no poll wanted was lost to submits for good, and the capped benchmark
-#: could not reach Q/2 jobs/s with one poll per job: at 2/3 submits catch up.
-SUBMIT_SHARE = 2 / 3
+SENT_KEY = KEY_PREFIX + "sent:"  # + provider: zset of the last sends (member -> ms)
+#: window = margin x n / max_rps: room for jitter between taking a slot and the request's
+#: arrival. The capped benchmark (2 req/s, load average 5-9 on 2 cores) saw the tightest
+#: span of three requests arrive 6 ms (at 1.05) and 26 ms (at 1.03) inside the margin,
+#: 1.044 s and 1.004 s against the provider's 1 s window: 1.04 leaves 40 ms.
+PACING_MARGIN = 1.04
+#: The most of the budget submits may take. Booked polls go first anyway (the line), so
+#: this only keeps polls a share should that fail. At 1/2, then 2/3, the capped benchmark
+#: lost a turn whenever two submits came in a row with no poll between (43 of 259 gaps).
+SUBMIT_SHARE = 0.9
 
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: cool-down, pace, line, [submit pace]. ARGV: interval (ms), submit interval (ms),
-# "1" when the caller holds a booked turn (a poll back at its turn: nobody is ahead).
-_ACQUIRE = _NOW + """
+
+def window_wait_lua(sent: str, n: str, window: str) -> str:
+    """Lua: ``local function window_wait(now)``, ms until the window ``sent`` (a key
+    expression) takes one more request, given ``n`` and ``window`` (ms) expressions."""
+    return f"""
+local function window_wait(now)
+  local nth = redis.call('ZREVRANGE', {sent}, tonumber({n}) - 1, tonumber({n}) - 1, 'WITHSCORES')
+  if #nth == 0 then return 0 end
+  return math.max(tonumber(nth[2]) + tonumber({window}) - now, 0)
+end
+local function window_add(member, at)
+  redis.call('ZADD', {sent}, at, member)
+  redis.call('ZREMRANGEBYRANK', {sent}, 0, -(tonumber({n}) + 1))
+  redis.call('PEXPIRE', {sent}, tonumber({window}) + 60000)
+end
+"""
+
+
+# KEYS: cool-down, pace, line, sent, [submit pace]. ARGV: gap (ms), submit interval (ms),
+# "1" when the caller holds a booked turn (a poll back at its turn: nobody is ahead),
+# line interval (ms), window n, window (ms), member.
+_ACQUIRE = _NOW + window_wait_lua("KEYS[4]", "ARGV[5]", "ARGV[6]") + """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
     return 0
 end
 local line = tonumber(redis.call('GET', KEYS[3]) or '0')
 if ARGV[3] ~= '1' and line > now then return 0 end
-if KEYS[4] then
-    if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-    redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+if window_wait(now) > 0 then return 0 end
+if KEYS[5] then
+    if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+    redis.call('SET', KEYS[5], '1', 'PX', ARGV[2])
 end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-if line < now + tonumber(ARGV[1]) then
-    redis.call('SET', KEYS[3], now + tonumber(ARGV[1]), 'PX', tonumber(ARGV[1]) + 1000)
+window_add(ARGV[7], now)
+if line < now + tonumber(ARGV[4]) then
+    redis.call('SET', KEYS[3], now + tonumber(ARGV[4]), 'PX', tonumber(ARGV[4]) + 1000)
 end
 return 1
 """
 
-# KEYS: pace, line. ARGV: interval (ms). The request goes now: no other may follow it
-# sooner than one interval, whenever its slot was taken.
-_MARK_SENT = _NOW + """
-local interval = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[1]) < interval then redis.call('SET', KEYS[1], '1', 'PX', interval) end
-if tonumber(redis.call('GET', KEYS[2]) or '0') < now + interval then
-    redis.call('SET', KEYS[2], now + interval, 'PX', interval + 1000)
+# KEYS: pace, sent. ARGV: gap (ms), window n, window (ms), member. The request whose place
+# admission took goes now: its place in the window moves to now.
+_MARK_SENT = _NOW + window_wait_lua("KEYS[2]", "ARGV[2]", "ARGV[3]") + """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
+window_add(ARGV[4], now)
 return 1
 """
 
-# KEYS: cool-down, pace, submit pace, line. Ms until a submit slot may be free.
-_SUBMIT_WAIT = _NOW + """
-local wait = 0
+# KEYS: cool-down, pace, submit pace, line, sent. ARGV: window n, window (ms).
+# Ms until a submit slot may be free.
+_SUBMIT_WAIT = _NOW + window_wait_lua("KEYS[5]", "ARGV[1]", "ARGV[2]") + """
+local wait = window_wait(now)
 for i = 1, 3 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
 return math.max(wait, tonumber(redis.call('GET', KEYS[4]) or '0') - now)
 """
 
-# KEYS: cool-down, pace key, line.
-# ARGV: interval (ms), horizon (ms). Returns ms until the booked turn.
-_BOOK = _NOW + """
-local free = now + math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2]), 0)
+# KEYS: cool-down, pace, sent. ARGV: window n, window (ms). Ms until any request may go.
+_BLOCKED = _NOW + window_wait_lua("KEYS[3]", "ARGV[1]", "ARGV[2]") + """
+return math.max(window_wait(now), redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2]), 0)
+"""
+
+# KEYS: cool-down, pace, line, sent.
+# ARGV: interval (ms), horizon (ms), window n, window (ms). Returns ms until the booked turn.
+_BOOK = _NOW + window_wait_lua("KEYS[4]", "ARGV[3]", "ARGV[4]") + """
+local free = now + math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2]),
+                            window_wait(now), 0)
 local turn = math.max(free, tonumber(redis.call('GET', KEYS[3]) or '0'))
 local interval = tonumber(ARGV[1])
 if turn - now > tonumber(ARGV[2]) then return tonumber(ARGV[2]) end
@@ -111,10 +146,23 @@ class ProviderBudget:
         self._book = client.register_script(_BOOK)
         self._mark_sent = client.register_script(_MARK_SENT)
         self._submit_wait = client.register_script(_SUBMIT_WAIT)
+        self._blocked = client.register_script(_BLOCKED)
+
+    def _rps(self, provider: str) -> float:
+        return getattr(self._settings, f"{provider}_max_rps")
 
     def interval_s(self, provider: str) -> float:
-        """Seconds between two requests to ``provider``, from every worker together."""
-        return PACING_MARGIN / getattr(self._settings, f"{provider}_max_rps")
+        """Seconds between two turns on the line: the window's average spacing."""
+        return PACING_MARGIN / self._rps(provider)
+
+    def window(self, provider: str) -> tuple[int, int]:
+        """(n, ms): at most n requests in any window of ms, as the provider counts them."""
+        n = max(1, math.floor(self._rps(provider)))
+        return n, math.ceil(n * self.interval_s(provider) * 1000)
+
+    def gap_ms(self, provider: str) -> int:
+        """The least time between two requests: half a turn."""
+        return max(1, math.ceil(self.interval_s(provider) * 500))
 
     def try_acquire(self, provider: str, *, submit: bool, booked: bool = False) -> bool:
         """Take the provider's next request slot; False when it is not free yet.
@@ -123,56 +171,62 @@ class ProviderBudget:
         booked after it do not hold it back; otherwise anyone booked ahead goes first.
         """
         interval_ms = math.ceil(self.interval_s(provider) * 1000)
-        keys = [COOLDOWN_KEY + provider, PACE_KEY + provider, TURN_KEY + provider]
+        keys = [COOLDOWN_KEY + provider, PACE_KEY + provider, TURN_KEY + provider,
+                SENT_KEY + provider]
         if submit:
             keys.append(SUBMIT_PACE_KEY + provider)
         submit_ms = math.ceil(interval_ms / SUBMIT_SHARE)
-        return bool(self._acquire(keys=keys, args=[interval_ms, submit_ms,
-                                                   "1" if booked else "0"]))
+        n, window_ms = self.window(provider)
+        return bool(self._acquire(keys=keys, args=[
+            self.gap_ms(provider), submit_ms, "1" if booked else "0", interval_ms, n,
+            window_ms, uuid.uuid4().hex[:12]]))
 
-    def mark_sent(self, provider: str) -> None:
-        """A request whose slot was taken earlier (a submit admission let through) goes
-        now: the next one waits a full interval from here."""
-        self._mark_sent(keys=[PACE_KEY + provider, TURN_KEY + provider],
-                        args=[math.ceil(self.interval_s(provider) * 1000)])
+    def mark_sent(self, provider: str, member: str) -> None:
+        """The request admission took a place for (``member``: its job id) goes now."""
+        n, window_ms = self.window(provider)
+        self._mark_sent(keys=[PACE_KEY + provider, SENT_KEY + provider],
+                        args=[self.gap_ms(provider), n, window_ms, member])
 
     def submit_keys(self, provider: str) -> list[str]:
-        """The keys a submit slot depends on: cool-down, pace, submit pace, the line."""
+        """The keys a submit slot depends on: cool-down, pace, submit pace, line, sent."""
         return [COOLDOWN_KEY + provider, PACE_KEY + provider, SUBMIT_PACE_KEY + provider,
-                TURN_KEY + provider]
+                TURN_KEY + provider, SENT_KEY + provider]
 
-    def submit_intervals_ms(self, provider: str) -> tuple[int, int]:
-        """The pace and submit-pace marks a submit sets, in ms."""
+    def submit_args(self, provider: str) -> list[int]:
+        """What a submit slot sets: gap, submit interval, line interval, window n and ms."""
         interval_ms = math.ceil(self.interval_s(provider) * 1000)
-        return interval_ms, math.ceil(interval_ms / SUBMIT_SHARE)
+        return [self.gap_ms(provider), math.ceil(interval_ms / SUBMIT_SHARE), interval_ms,
+                *self.window(provider)]
 
     def submit_wait_s(self, provider: str) -> float:
         """Seconds until a submit slot may be free (0: try now). Reads, books nothing."""
-        blocked_ms = int(self._submit_wait(keys=self.submit_keys(provider)))
+        blocked_ms = int(self._submit_wait(keys=self.submit_keys(provider),
+                                           args=list(self.window(provider))))
         return round(max(blocked_ms, 0) / 1000, 3)
 
     def wait_s(self, provider: str, *, waited: bool = False) -> float:
         """How long a refused poll waits before it asks again (at most ``max_countdown_s``).
 
         A poll refused for the first time books the next turn: turns follow the cool-down
-        and the pacing mark, one interval apart, so N refused polls come back spread over
-        N intervals rather than all at once. A poll refused again when its booked turn
-        came (``waited``) keeps its place at the front: it asks again as soon as the
-        marks that stopped it expire.
+        and the window, one interval apart, so N refused polls come back spread over N
+        intervals rather than all at once. A poll refused again when its booked turn came
+        (``waited``) keeps its place at the front: it asks again as soon as the marks
+        that stopped it expire.
         """
         if waited:
             return self._front_of_line_s(provider)
-        turn = TURN_KEY + provider
         horizon_ms = int(self._settings.max_countdown_s * 1000)
-        wait_ms = self._book(keys=[COOLDOWN_KEY + provider, PACE_KEY + provider, turn],
-                             args=[math.ceil(self.interval_s(provider) * 1000), horizon_ms])
+        wait_ms = self._book(
+            keys=[COOLDOWN_KEY + provider, PACE_KEY + provider, TURN_KEY + provider,
+                  SENT_KEY + provider],
+            args=[math.ceil(self.interval_s(provider) * 1000), horizon_ms,
+                  *self.window(provider)])
         return round(max(int(wait_ms), 1) / 1000, 3)
 
     def _front_of_line_s(self, provider: str) -> float:
-        with self._redis.pipeline(transaction=False) as pipe:
-            for key in (COOLDOWN_KEY, PACE_KEY):
-                pipe.pttl(key + provider)
-            blocked_ms = max([*pipe.execute(), 1])
+        blocked_ms = max(int(self._blocked(
+            keys=[COOLDOWN_KEY + provider, PACE_KEY + provider, SENT_KEY + provider],
+            args=list(self.window(provider)))), 1)
         spread_s = random.uniform(0, self.interval_s(provider) / 4)  # not all at one instant
         return round(min(blocked_ms / 1000 + spread_s, self._settings.max_countdown_s), 3)
 

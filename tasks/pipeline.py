@@ -52,7 +52,7 @@ from workers.runtime import Runtime
 log = logging.getLogger("enhance.pipeline")
 
 POLLING = (JobState.SUBMITTED, JobState.PROCESSING)
-BUSY_QUANTILE = 0.95  # first polls while jobs wait for admission: polls per job near 1
+BUSY_QUANTILE = 0.98  # first polls while jobs wait for admission: polls per job near 1
 # Failures of the job store itself, not of one entry: reconcile keeps the entry for later.
 _TRY_LATER = (redis.ConnectionError, redis.TimeoutError, ConcurrentWriters)
 
@@ -178,7 +178,7 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
     Any other transient failure is an unknown outcome (``provider.submit_not_taken``):
     counted, then failed ``outcome_unknown`` or sent again, by ``UNKNOWN_SUBMIT_POLICY``.
     """
-    rt.budget.mark_sent(record.provider)  # admission took the slot; the request goes now
+    rt.budget.mark_sent(record.provider, record.id)  # admission took its place; it goes now
     try:
         return events.counted(rt, record.provider, "submit", provider.submit, request)
     except InsufficientCredits as exc:  # not charged: the job waits for the top-up

@@ -186,12 +186,43 @@ def test_a_fresh_request_does_not_jump_a_booked_turn(make_budget):
     assert budget.try_acquire("picwish", submit=False, booked=True)
 
 
-def test_a_submit_marks_the_pace_when_it_sends(make_budget, redis_client):
+def test_the_window_counts_when_requests_were_sent(make_budget):
     budget = make_budget(picwish_max_rps=2)
-    interval_ms = budget.interval_s("picwish") * 1000
-    assert budget.try_acquire("picwish", submit=True)  # admission takes the slot ...
+    n, window_ms = budget.window("picwish")
+    assert (n, window_ms) == (2, round(2 * budget.interval_s("picwish") * 1000))
+    budget.mark_sent("picwish", "job-a")  # say admission took job a's place now
+    time.sleep(0.1)
+    budget.mark_sent("picwish", "job-b")
     time.sleep(0.2)
-    budget.mark_sent("picwish")  # ... and the submit goes a dispatch later
+    budget.mark_sent("picwish", "job-a")  # a's submit really went only now: its place moves
 
-    assert redis_client.pttl(PACE_KEY + "picwish") >= interval_ms - 30, "a full interval from the send"
-    assert budget.submit_wait_s("picwish") >= budget.interval_s("picwish") - CLOCK_SLACK_S
+    expected = window_ms / 1000 - 0.2  # the window is full until b's send + the window
+    assert expected - CLOCK_SLACK_S <= budget.submit_wait_s("picwish") <= expected + 0.005
+    assert not budget.try_acquire("picwish", submit=False)
+
+
+def test_a_request_sent_late_does_not_hold_back_the_next_turn(make_budget):
+    budget = make_budget(picwish_max_rps=2)
+    interval = budget.interval_s("picwish")
+    assert budget.try_acquire("picwish", submit=False)
+    first, second = budget.wait_s("picwish"), budget.wait_s("picwish")  # two polls book turns
+    assert second == pytest.approx(first + interval, abs=CLOCK_SLACK_S)
+
+    time.sleep(first + 0.15)  # the first comes back late (a busy worker) ...
+    assert budget.try_acquire("picwish", submit=False, booked=True)
+    time.sleep(second - first - 0.15 + 0.01)  # ... the second on time: the window allows it
+    assert budget.try_acquire("picwish", submit=False, booked=True)
+
+
+def test_no_window_holds_more_requests_than_the_cap(make_budget):
+    budget = make_budget(picwish_max_rps=4)
+    granted: list[float] = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # everyone comes back "booked": only the window holds
+        if budget.try_acquire("picwish", submit=False, booked=True):
+            granted.append(time.monotonic())
+    _, window_ms = budget.window("picwish")
+    assert len(granted) >= 6
+    for i, start in enumerate(granted):
+        assert sum(1 for t in granted[i:] if t - start < window_ms / 1000 - CLOCK_SLACK_S) <= 4
+    assert min(gaps(granted)) >= budget.gap_ms("picwish") / 1000 - CLOCK_SLACK_S
