@@ -70,3 +70,14 @@ def test_malformed_answers_never_escape_our_error_tree(report):
         pytest.skip(generated["reason"])
     assert generated["distinct_answers"] >= 100
     assert generated["unhandled_exceptions"] == 0
+
+
+def test_the_report_carries_recovery_figures_per_fault(report):
+    # Figures for the full run's report, never judged here (timings depend on the machine).
+    crash = report["scenarios"]["1"]["figures"]
+    for name in ("recovery_after_kill_p50_s", "recovery_after_kill_max_s",
+                 "killed_workers_jobs", "all_jobs_moved_again_after_kill_max_s"):
+        assert isinstance(crash[name], int | float) and crash[name] >= 0, name
+    restarts = report["scenarios"]["2"]["figures"]
+    for run in ("aof_restart", "empty_broker_restart"):
+        assert set(restarts[run]["recovery"]) == {"jobs", "p50_s", "max_s"}, run
