@@ -59,8 +59,12 @@ class Notification(BaseModel):
         """The job's final ``state`` is an event the webhook subscribed to."""
         return bool(self.webhook) and EVENT_TYPES.get(state) in self.webhook_events
 
+    def webhook_owed(self, state: str) -> bool:
+        """A delivery for a job that ended in ``state`` is still to be made."""
+        return self.wants_webhook(state) and self.webhook_outcome in (
+            None, WebhookOutcome.RETRYING)
+
     def pending(self, state: str) -> bool:
         """Something is still owed for a job that ended in ``state``."""
-        webhook_owed = self.wants_webhook(state) and self.webhook_outcome in (
-            None, WebhookOutcome.RETRYING)
-        return webhook_owed or (self.on_done is not None and self.on_done_sent_at is None)
+        return self.webhook_owed(state) or (
+            self.on_done is not None and self.on_done_sent_at is None)

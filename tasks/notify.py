@@ -92,23 +92,20 @@ def prepare(rt: Runtime, webhook: str | None = None,
             Celery signature, or its queue is one of the project's own.
         WebhookNotConfigured: ``webhook`` is given and ``WEBHOOK_SECRET`` is not set.
     """
+    if webhook_events is not None and webhook is None:
+        raise InvalidInput("webhook_events needs a webhook")
+    if on_done_queue is not None and on_done is None:
+        raise InvalidInput("on_done_queue needs an on_done")
     if webhook is None and on_done is None:
-        if webhook_events is not None or on_done_queue is not None:
-            raise InvalidInput("webhook_events needs a webhook, on_done_queue an on_done")
-        return None
-    events_wanted: list[str] = []
+        return None  # nothing per job, nothing per transition
     if webhook is not None:
         if rt.settings.webhook_secret is None:
             raise WebhookNotConfigured("a webhook was asked for but WEBHOOK_SECRET is not set; "
                                        "set it to a whsec_ secret shared with the receiver")
         rt.guard.check_static(webhook)  # resolved and checked again at every delivery
-        events_wanted = event_types(webhook_events)
-    elif webhook_events is not None:
-        raise InvalidInput("webhook_events needs a webhook")
-    callback = callback_spec(on_done, on_done_queue) if on_done is not None else None
-    if on_done is None and on_done_queue is not None:
-        raise InvalidInput("on_done_queue needs an on_done")
-    return Notification(webhook=webhook, webhook_events=events_wanted, on_done=callback)
+    return Notification(
+        webhook=webhook, webhook_events=event_types(webhook_events) if webhook else [],
+        on_done=callback_spec(on_done, on_done_queue) if on_done is not None else None)
 
 
 def event_types(names: Iterable[str] | str | None) -> list[str]:
@@ -194,8 +191,7 @@ def run(rt: Runtime, sender: Sender, job_id: str, token: str | None) -> None:
         record = _send_on_done(rt, record, token)
         if record is None:
             return
-    if record.notify.wants_webhook(record.state.value) and record.notify.pending(
-            record.state.value):
+    if record.notify.webhook_owed(record.state.value):
         _attempt_webhook(rt, sender, record, token)
 
 
