@@ -171,21 +171,21 @@ class Params:
 def smoke() -> Params:
     fast = (0.2, 0.5)
     return Params(
-        orchestration=Orchestration(jobs=20, latency_s=fast, noop_tasks=200, bare_jobs=3,
+        orchestration=Orchestration(jobs=20, latency_s=fast, noop_tasks=100, bare_jobs=2,
                                     settings=dict(SMOKE_POLLING), timeout_s=60,
                                     paced_jobs=6, paced_jobs_per_s=10.0),
         provider_cap=ProviderCap(jobs=6, latency_s=fast, workers=1,
                                  settings=dict(SMOKE_POLLING), timeout_s=60),
         naive=Naive(jobs=4, ours_jobs=(4, 12), latency_s=fast, naive_poll_interval_s=0.2,
                     settings=dict(SMOKE_POLLING), timeout_s=60),
-        large_results=LargeResults(sizes_bytes=(5 * MB, 10 * MB), latency_s=(0.2, 0.3),
+        large_results=LargeResults(sizes_bytes=(2 * MB, 4 * MB), latency_s=(0.2, 0.3),
                                    settings=dict(SMOKE_POLLING), timeout_s=60),
-        many_in_flight=ManyInFlight(jobs=200, latency_s=(60.0, 70.0), settings={
+        many_in_flight=ManyInFlight(jobs=100, latency_s=(60.0, 70.0), settings={
             "HITPAW_POLL_INTERVAL_S": 30.0, "HITPAW_POLL_MAX_INTERVAL_S": 40.0,
             "MAX_COUNTDOWN_S": 40, "VISIBILITY_TIMEOUT_S": 160,
         }, submit_timeout_s=60, hold_s=1.0),
         backlog=Backlog(jobs=300, latency_s=fast, qps=20.0, workers=1, worker_processes=2,
-                        check_every_s=2.0, steady_within=0.25, min_s=4.0, max_s=12.0,
+                        check_every_s=2.0, steady_within=0.25, min_s=4.0, max_s=8.0,
                         settings=dict(SMOKE_POLLING)),
         fairness=Fairness(a_jobs=60, b_jobs=5, latency_s=fast, qps=10.0, workers=1,
                           settings=dict(SMOKE_POLLING), timeout_s=60),

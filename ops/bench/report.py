@@ -251,14 +251,15 @@ def _bars_5(s: dict, add) -> None:
 
 def _bars_6(s: dict, add) -> None:
     f = s["6"]["figures"]
-    add("6 backlog: task executions/job: x the pipeline's minimum",
+    add(f"6 backlog of {f['jobs']:,}: task executions/job: x the pipeline's minimum",
         f["executions_vs_minimum"],
         f"{f['task_executions_per_job']:.3g} of {f['minimum_executions_per_job']:.3g}")
 
 
 def _bars_7(s: dict, add) -> None:
     f = s["7"]["figures"]
-    add("7 B's p95 wait behind A's 1,000: x B alone", f["b_p95_vs_alone"],
+    add(f"7 B's p95 wait behind A's {s['7']['params']['a_jobs']:,}: x B alone",
+        f["b_p95_vs_alone"],
         f"{f['b_behind_a_wait_p95_s']:.3g} vs {f['b_alone_wait_p95_s']:.3g} s")
     if f["b_alone_wait_p95_s"]:
         add("7 ... had it been first in, first out: x B alone",
