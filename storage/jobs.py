@@ -11,13 +11,18 @@ Keys (all under ``KEY_PREFIX``):
   person waiting on a job (``enhance submit --wait``) blocks on it instead of polling.
 - ``notify``: sorted set of final job ids whose webhook or ``on_done`` callback is still
   owed (``storage.notifications``), scored by when their next notify run was to start;
-  written in the same ``MULTI`` as the final transition, so no crash can lose one.
+  written atomically with the final transition, so no crash can lose one.
 - ``idx:*``: sorted sets of job ids by creation time, per state, provider, tenant and
   label, that ``list_jobs`` pages through (``storage.jobindex``).
 
-Every change goes through ``JobStore.update(job_id, guard, change)``: the record is read
-under ``WATCH``, the guard decides on what was read, and the write happens in one
-``MULTI``/``EXEC``. Two deliveries of the same task can therefore never both act.
+Every change goes through ``JobStore.update(job_id, guard, change)``: the guard decides on
+the record as it was read, and one Lua script makes the write (the record, and the due
+set, counts, indexes and announcement with it) only if the stored record is still, byte
+for byte, the one the guard saw; otherwise it answers with the record as it is now and the
+guard decides again. Two deliveries of the same task can therefore never both act. The
+store remembers the last version of each job this process read or wrote, so a step that
+has just read a job changes it in one round trip (a version another process changed
+meanwhile costs one more, like any lost compare-and-set).
 """
 
 from __future__ import annotations
@@ -43,6 +48,24 @@ from storage.notifications import Notification
 KEY_PREFIX = "eq:"  # every key this store writes starts with it
 FINAL_RECORD_TTL_S = 30 * 24 * 3600  # a finished job's record is kept this long
 _CAS_ATTEMPTS = 20  # re-reads after a concurrent write before giving up
+_SEEN_MAX = 4096  # versions of jobs remembered per store (a miss only costs a read)
+
+# Compare-and-set. KEYS[1]: the record; KEYS[2..]: the key of each command that follows.
+# ARGV[1]: the record expected now; then per command: its name, how many arguments, them.
+# Answers {1}: written; {0, record}: the record is not the one expected, here it is;
+# {-1}: there is no record.
+_CAS = """
+local now = redis.call('GET', KEYS[1])
+if not now then return {-1} end
+if now ~= ARGV[1] then return {0, now} end
+local i, k = 2, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  redis.call(ARGV[i], KEYS[k], unpack(ARGV, i + 2, i + 1 + n))
+  i, k = i + 2 + n, k + 1
+end
+return {1}
+"""
 
 
 class JobState(StrEnum):
@@ -197,6 +220,8 @@ class JobStore:
         self._redis = client
         self._prefix = prefix
         self._durability = durability
+        self._cas = client.register_script(_CAS)
+        self._seen: dict[str, bytes] = {}  # job id -> the last version read or written here
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -319,7 +344,15 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord:
         """The record of ``job_id``; raises ``UnknownJob`` when there is none."""
-        return parse_record(job_id, self._redis.get(self.record_key(job_id)))
+        raw = self._redis.get(self.record_key(job_id))
+        if raw is not None:
+            self._remember(job_id, raw)
+        return parse_record(job_id, raw)
+
+    def _remember(self, job_id: str, raw: bytes) -> None:
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()  # cheap and safe: a forgotten version only costs a read
+        self._seen[job_id] = raw
 
     def record_key(self, job_id: str) -> str:
         """The key of a job's record (readers with their own client: ``redis.asyncio``)."""
@@ -352,38 +385,65 @@ class JobStore:
 
     def _update(self, client: redis.Redis, job_id: str, guard: Guard,
                 change: Change) -> JobRecord | None:
-        key = self._key("job", job_id)
-        with client.pipeline() as pipe:
-            for _ in range(_CAS_ATTEMPTS):
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise UnknownJob(f"no job {job_id!r} in the job store")
-                    current = JobRecord.model_validate_json(raw)
-                    if not guard(current):
-                        pipe.reset()
-                        return None
-                    updated = self._apply(current, change(current))
-                    pipe.multi()
-                    self._write(pipe, updated, previous=current)
-                    pipe.execute()
-                    return updated
-                except redis.WatchError:
-                    continue
+        raw = self._seen.get(job_id)
+        verified = raw is None  # a remembered version may be stale: only a read is current
+        if raw is None:
+            raw = self._read(client, job_id)
+        for _ in range(_CAS_ATTEMPTS):
+            current = JobRecord.model_validate_json(raw)
+            if not guard(current):
+                fresh = raw if verified else self._read(client, job_id)
+                if fresh == raw:  # refused on the record as stored
+                    self._remember(job_id, raw)
+                    return None
+                raw, verified = fresh, True
+                continue
+            updated = self._apply(current, change(current))
+            answer = self._compare_and_set(client, raw, updated, current)
+            if answer is None:
+                return updated
+            raw, verified = answer, True  # lost to another writer: decide again
         raise ConcurrentWriters(f"job {job_id}: too many concurrent writers")
+
+    def _read(self, client: redis.Redis, job_id: str) -> bytes:
+        raw = client.get(self._key("job", job_id))
+        if raw is None:
+            self._seen.pop(job_id, None)
+            raise UnknownJob(f"no job {job_id!r} in the job store")
+        return raw
+
+    def _compare_and_set(self, client: redis.Redis, expected: bytes, updated: JobRecord,
+                         current: JobRecord) -> bytes | None:
+        """Write ``updated`` if the record stored is ``expected``; None when written, else
+        the record stored now."""
+        commands = _Commands()
+        new = self._write(commands, updated, previous=current).encode()
+        answer = self._cas(keys=[self._key("job", updated.id), *commands.keys],
+                           args=[expected, *commands.args], client=client)
+        if answer[0] == -1:
+            self._seen.pop(updated.id, None)
+            raise UnknownJob(f"no job {updated.id!r} in the job store")
+        if answer[0] == 1 or answer[1] == new:  # or a retry, after a lost reply, found it done
+            self._remember(updated.id, new)
+            return None
+        return answer[1]
 
     @staticmethod
     def _apply(current: JobRecord, fields: dict[str, Any]) -> JobRecord:
+        """The record with ``fields`` set. ``current`` was parsed for this change alone,
+        so the copy may share what neither changes (a deep copy cost more than the parse)."""
         now = utcnow()
-        updated = current.model_copy(update={**fields, "updated_at": now}, deep=True)
+        updated = current.model_copy(update={**fields, "updated_at": now})
         if updated.state != current.state:
-            updated.transitions[updated.state.value] = now
+            updated.transitions = {**current.transitions, updated.state.value: now}
         return updated
 
-    def _write(self, pipe: Any, record: JobRecord, previous: JobRecord | None) -> None:
+    def _write(self, pipe: Any, record: JobRecord, previous: JobRecord | None) -> str:
+        """Everything one write of ``record`` changes, into ``pipe`` (a pipeline in
+        ``MULTI``, or the ``_Commands`` of a compare-and-set); returns the record's JSON."""
         key = self._key("job", record.id)
-        pipe.set(key, record.model_dump_json())
+        raw = record.model_dump_json()
+        pipe.set(key, raw)
         pipe.publish(self.events_channel(record.id), record.state.value)
         if record.state.final:
             pipe.expire(key, FINAL_RECORD_TTL_S)
@@ -402,6 +462,7 @@ class JobStore:
             if previous is not None:
                 for field in (previous.state.value, f"{previous.provider}:{previous.state.value}"):
                     pipe.hincrby(counts, field, -1)
+        return raw
 
     def _owe_notification(self, pipe: Any, record: JobRecord) -> None:
         notify = record.notify
@@ -476,8 +537,46 @@ class JobStore:
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
         """The records of the ids that exist, in order."""
-        keys = [self._key("job", job_id) for job_id in job_ids]
-        return [JobRecord.model_validate_json(raw) for raw in self._redis.mget(keys) if raw]
+        job_ids = list(job_ids)
+        raws = self._redis.mget([self._key("job", job_id) for job_id in job_ids])
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            if raw is not None:
+                self._remember(job_id, raw)
+        return [JobRecord.model_validate_json(raw) for raw in raws if raw]
+
+
+class _Commands:
+    """The commands of one write, kept for the compare-and-set script to run: the part of
+    a redis-py pipeline that ``JobStore._write`` and ``storage.jobindex`` use."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def _add(self, command: str, key: str, *args: Any) -> None:
+        self.keys.append(key)
+        self.args += [command, len(args), *args]
+
+    def set(self, key: str, value: str) -> None:
+        self._add("SET", key, value)
+
+    def publish(self, channel: str, message: str) -> None:
+        self._add("PUBLISH", channel, message)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._add("EXPIRE", key, seconds)
+
+    def zadd(self, key: str, mapping: dict[str, float]) -> None:
+        self._add("ZADD", key, *(x for member, score in mapping.items() for x in (score, member)))
+
+    def zrem(self, key: str, *members: str) -> None:
+        self._add("ZREM", key, *members)
+
+    def zremrangebyscore(self, key: str, low: float | str, high: float | str) -> None:
+        self._add("ZREMRANGEBYSCORE", key, low, high)
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self._add("HINCRBY", key, field, amount)
 
 
 def parse_record(job_id: str, raw: bytes | str | None) -> JobRecord:

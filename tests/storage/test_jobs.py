@@ -174,6 +174,52 @@ def test_the_guard_sees_the_current_record(store):
     assert fresh.poll_count == 1
 
 
+def test_a_version_another_process_replaced_is_decided_again_on_the_current_one(
+        store, redis_client):
+    """This store remembers the version it read; another store's write makes it stale.
+    A guard that would refuse the stale version, and one that would accept it, both
+    decide on the current record."""
+    record, _ = store.create(new_record())
+    store.get(record.id)  # remembered: queued
+    other = JobStore(redis_client)
+    move(other, record.id, JobState.QUEUED, JobState.SUBMITTED)
+
+    assert store.update(record.id, in_states(JobState.QUEUED),
+                        lambda r: {"state": JobState.FAILED}) is None
+    moved = store.update(record.id, in_states(JobState.SUBMITTED),
+                         lambda r: {"state": JobState.PROCESSING})
+    assert moved is not None and moved.state is JobState.PROCESSING
+    assert other.update(record.id, in_states(JobState.QUEUED),  # other's version is stale too
+                        lambda r: {"state": JobState.FAILED}) is None
+    assert store.get(record.id).state is JobState.PROCESSING
+    counts = store.counts()
+    assert (counts["queued"], counts["submitted"], counts["processing"]) == (0, 0, 1)
+
+
+def test_an_update_after_a_read_is_one_round_trip(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    sent = []
+    execute = client.execute_command
+    client.execute_command = lambda *args, **options: sent.append(args[0]) or execute(
+        *args, **options)
+    store = JobStore(client)
+    record, _ = store.create(new_record())
+    store.get(record.id)
+    sent.clear()
+    store.update(record.id, in_states(JobState.QUEUED), lambda r: {"state": JobState.SUBMITTED})
+    store.update(record.id, in_states(JobState.SUBMITTED), lambda r: {"poll_count": 1})
+    assert sent == ["EVALSHA", "EVALSHA"]
+    client.close()
+
+
+def test_a_record_that_expired_meanwhile_is_unknown(store, redis_client):
+    record, _ = store.create(new_record())
+    store.get(record.id)
+    redis_client.delete(KEY_PREFIX + "job:" + record.id)
+    with pytest.raises(UnknownJob):
+        store.update(record.id, lambda r: True, lambda r: {"poll_count": 1})
+
+
 def test_racing_threads_one_transition_exactly_one_wins(store):
     record, _ = store.create(new_record())
     results = race(RACERS, lambda i: store.update(
