@@ -32,19 +32,28 @@ class Stats:
         """
         self._redis.hincrbyfloat(STATS_KEY, field, amount)
 
+    def incr_many(self, amounts: dict[str, float]) -> None:
+        """``incr`` of several fields in one round trip."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for field, amount in amounts.items():
+                pipe.hincrbyfloat(STATS_KEY, field, amount)
+            pipe.execute()
+
     def read(self) -> dict[str, float]:
         """Every counter, as numbers."""
         return {k.decode(): float(v) for k, v in self._redis.hgetall(STATS_KEY).items()}
 
     def observe(self, name: str, labels: tuple[str, ...], value_s: float) -> None:
         """Count ``value_s`` into histogram ``name`` for ``labels`` (no colon in a label)."""
-        bound = next((b for b in LATENCY_BUCKETS_S if value_s <= b), None)
-        base = ":".join((HIST_PREFIX + name, *labels))
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hincrbyfloat(STATS_KEY, f"{base}:le={'+Inf' if bound is None else bound}", 1)
-        pipe.hincrbyfloat(STATS_KEY, f"{base}:sum", value_s)
-        pipe.hincrbyfloat(STATS_KEY, f"{base}:count", 1)
-        pipe.execute()
+        self.incr_many(observation(name, labels, value_s))
+
+
+def observation(name: str, labels: tuple[str, ...], value_s: float) -> dict[str, float]:
+    """The fields one ``value_s`` adds to histogram ``name`` (for ``Stats.incr_many``)."""
+    bound = next((b for b in LATENCY_BUCKETS_S if value_s <= b), None)
+    base = ":".join((HIST_PREFIX + name, *labels))
+    return {f"{base}:le={'+Inf' if bound is None else bound}": 1, f"{base}:sum": value_s,
+            f"{base}:count": 1}
 
 
 def histograms(raw: dict[str, float]) -> dict[tuple[str, tuple[str, ...]], dict]:

@@ -259,17 +259,31 @@ def release(rt: Runtime, record: JobRecord) -> bool:
 
 def forget(rt: Runtime, record: JobRecord) -> None:
     """Take a job out of the waiting queues (it failed or was cancelled while waiting)."""
-    rt.redis.zrem(f"{prefix(record.provider)}q:{record.priority.value}:{record.tenant}",
-                  record.id)
+    rt.redis.zrem(_queue_key(record), record.id)
+
+
+def _queue_key(record: JobRecord) -> str:
+    return f"{prefix(record.provider)}q:{record.priority.value}:{record.tenant}"
 
 
 def on_transition(rt: Runtime, record: JobRecord) -> None:
-    """Called at every transition: a job leaving flight frees its slot and wakes admission."""
+    """Called at every transition: a job leaving flight frees its slot and wakes admission.
+
+    One round trip: forget (ended while it waited?), release and look at the backlog.
+    """
     if record.state in SLOT_STATES:
         return
-    if record.state in (JobState.FAILED, JobState.CANCELLED):  # ended while it waited?
-        forget(rt, record)
-    if release(rt, record) and has_backlog(rt, record.provider):
+    p = prefix(record.provider)
+    with rt.redis.pipeline(transaction=False) as pipe:
+        if record.state in (JobState.FAILED, JobState.CANCELLED):
+            pipe.zrem(_queue_key(record), record.id)  # as ``forget``
+        pipe.zrem(p + "slots", record.id)
+        pipe.srem(p + "slots:" + record.tenant, record.id)
+        for lane in LANES:
+            pipe.zcard(p + "lanes:" + lane)
+        answers = pipe.execute()
+    released, lanes = answers[-2 - len(LANES)], answers[-len(LANES):]
+    if released and any(lanes):
         wake(rt, record.provider)
 
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from providers.errors import RateLimited
 from storage.jobs import JobRecord, JobState
+from storage.stats import observation
 from tasks import admission
 from workers.runtime import Runtime
 
@@ -94,16 +95,15 @@ def stored(rt: Runtime, record: JobRecord) -> None:
     succeeded), ``provider`` (submitted to the poll that saw it done) and ``store_lag``
     (that poll to stored).
     """
-    rt.stats.incr("stored")
+    amounts: dict[str, float] = {"stored": 1}  # one round trip for all of them
     times = record.transitions
     started, done = times.get(JobState.STORING.value), times.get(JobState.SUCCEEDED.value)
-    if not (started and done):
-        return
-    rt.stats.incr("store_lag_s_sum", (done - started).total_seconds())
-    rt.stats.incr("store_lag_count")
-    labels = (record.provider, record.model)
-    queued = times.get(JobState.QUEUED.value, record.created_at)
-    rt.stats.observe("job", labels, (done - queued).total_seconds())
-    if submitted := times.get(JobState.SUBMITTED.value):
-        rt.stats.observe("provider", labels, (started - submitted).total_seconds())
-    rt.stats.observe("store_lag", labels, (done - started).total_seconds())
+    if started and done:
+        amounts.update(store_lag_s_sum=(done - started).total_seconds(), store_lag_count=1)
+        labels = (record.provider, record.model)
+        queued = times.get(JobState.QUEUED.value, record.created_at)
+        amounts.update(observation("job", labels, (done - queued).total_seconds()))
+        if submitted := times.get(JobState.SUBMITTED.value):
+            amounts.update(observation("provider", labels, (started - submitted).total_seconds()))
+        amounts.update(observation("store_lag", labels, (done - started).total_seconds()))
+    rt.stats.incr_many(amounts)

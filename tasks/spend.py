@@ -33,17 +33,23 @@ PRICE_KEY = KEY_PREFIX + "spend:price"  # provider:model -> the last price repor
 DAY_TTL_S = 3 * 24 * 3600  # a day's ledger is kept this long
 NO_LIMIT = -1
 
-# KEYS[1]: the day's ledger. ARGV: amount, provider limit, tenant field, tenant limit, ttl.
+# KEYS[1]: the day's ledger, KEYS[2]: the prices learnt. ARGV: price field, the amount
+# when none was learnt, provider limit, tenant field, tenant limit, ttl.
+# Returns {'ok' or the cap that refused ('provider', 'tenant'), the amount reserved}.
 _RESERVE = """
-local amount = tonumber(ARGV[1])
+local amount = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[2])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-if tonumber(ARGV[2]) >= 0 and total + amount > tonumber(ARGV[2]) then return 'provider' end
-local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[3]) or '0')
-if tonumber(ARGV[4]) >= 0 and spent + amount > tonumber(ARGV[4]) then return 'tenant' end
+if tonumber(ARGV[3]) >= 0 and total + amount > tonumber(ARGV[3]) then
+  return {'provider', tostring(amount)}
+end
+local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
+if tonumber(ARGV[5]) >= 0 and spent + amount > tonumber(ARGV[5]) then
+  return {'tenant', tostring(amount)}
+end
 redis.call('HINCRBYFLOAT', KEYS[1], 'total', amount)
-redis.call('HINCRBYFLOAT', KEYS[1], ARGV[3], amount)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 'ok'
+redis.call('HINCRBYFLOAT', KEYS[1], ARGV[4], amount)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return {'ok', tostring(amount)}
 """
 
 
@@ -79,8 +85,11 @@ class Reservation:
 def expected_cost(rt: Runtime, provider: str, model: str) -> float:
     """What a job is expected to cost: the last price seen, the documented one, a setting."""
     learnt = rt.redis.hget(PRICE_KEY, f"{provider}:{model}")
-    if learnt is not None:
-        return float(learnt)
+    return float(learnt) if learnt is not None else _documented_cost(rt, provider, model)
+
+
+def _documented_cost(rt: Runtime, provider: str, model: str) -> float:
+    """The model's documented price, else ``HITPAW_EXPECTED_COINS`` (0 for PicWish)."""
     info = get_provider_class(provider).models().get(model)
     if info is not None and info.cost:
         return float(info.cost)
@@ -88,18 +97,18 @@ def expected_cost(rt: Runtime, provider: str, model: str) -> float:
 
 
 def reserve(rt: Runtime, record: JobRecord) -> Reservation:
-    """Set the job's expected cost aside under every cap, atomically, or say which refused."""
+    """Set the job's expected cost (``expected_cost``) aside under every cap, atomically,
+    or say which refused; one round trip."""
     s, provider = rt.settings, record.provider
-    amount = expected_cost(rt, provider, record.model)
     day = utc_day()
     limit = s.daily_limit(provider)
     tenant_limit = s.tenant_daily_limits(provider).get(record.tenant)
-    answer = script(rt, _RESERVE)(
-        keys=[_ledger(provider, day)],
-        args=[amount, NO_LIMIT if limit is None else limit, "t:" + record.tenant,
-              NO_LIMIT if tenant_limit is None else tenant_limit, DAY_TTL_S])
-    answer = answer.decode() if isinstance(answer, bytes) else answer
-    return Reservation(provider, record.tenant, day, amount,
+    answer, amount = (part.decode() for part in script(rt, _RESERVE)(
+        keys=[_ledger(provider, day), PRICE_KEY],
+        args=[f"{provider}:{record.model}", _documented_cost(rt, provider, record.model),
+              NO_LIMIT if limit is None else limit, "t:" + record.tenant,
+              NO_LIMIT if tenant_limit is None else tenant_limit, DAY_TTL_S]))
+    return Reservation(provider, record.tenant, day, float(amount),
                        refused=None if answer == "ok" else answer)
 
 
