@@ -12,6 +12,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from workers.broker import reuse_redis_clients
 from workers.constants import (
     ADMIT_QUEUE,
     ALL_QUEUES,
@@ -92,6 +93,7 @@ def task_time_limits(settings: Settings) -> dict[str, int]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (the environment's by default)."""
+    reuse_redis_clients()
     celery = Celery("enhance", include=["tasks.definitions"])
     celery.conf.update(celery_config(settings or get_settings()))
     return celery
