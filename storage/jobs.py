@@ -493,11 +493,20 @@ class JobStore:
         """
         job_ids = list(job_ids)
         deadline = time.monotonic() + timeout_s
-        with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            pubsub.subscribe(*[self.events_channel(job_id) for job_id in job_ids])
+        channels = {self.events_channel(job_id) for job_id in job_ids}
+        with self._redis.pubsub() as pubsub:
+            pubsub.subscribe(*channels)
+            # Read only once the server has confirmed every subscription: SUBSCRIBE is sent
+            # without waiting, and a change made between our read and the subscription
+            # taking hold would never be announced to us.
+            confirmed = 0
+            while confirmed < len(channels) and (left_s := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left_s)
+                confirmed += message is not None and message["type"] == "subscribe"
             yield self.get_many(job_ids)
             while (left_s := deadline - time.monotonic()) > 0:
-                if pubsub.get_message(timeout=left_s) is not None:
+                message = pubsub.get_message(timeout=left_s)
+                if message is not None and message["type"] == "message":
                     yield self.get_many(job_ids)
 
     def overdue(self, now: datetime, limit: int = 500) -> list[str]:

@@ -79,15 +79,22 @@ async def await_job(job_id: str, timeout_s: float = DEFAULT_WAIT_S, *,
     rt = runtime or get_runtime()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _sync().check_timeout(timeout_s)
-    async with _client(rt, subscriber=True).pubsub(ignore_subscribe_messages=True) as pubsub:
+    async with _client(rt, subscriber=True).pubsub() as pubsub:
         await pubsub.subscribe(rt.jobs.events_channel(job_id))
-        record = await aget_job(job_id, runtime=rt)  # read once subscribed: no change missed
+        # read once the server confirmed the subscription (SUBSCRIBE is sent without
+        # waiting): a change between the read and the subscription would be missed
+        while (left_s := deadline - loop.time()) > 0:
+            message = await pubsub.get_message(timeout=left_s)
+            if message is not None and message["type"] == "subscribe":
+                break
+        record = await aget_job(job_id, runtime=rt)
         while not record.state.final:
             left_s = deadline - loop.time()
             if left_s <= 0:
                 raise WaitTimeout(f"job {job_id} is still {record.state.value} after "
                                   f"{timeout_s:g} s")
-            if await pubsub.get_message(timeout=left_s) is not None:
+            message = await pubsub.get_message(timeout=left_s)
+            if message is not None and message["type"] == "message":
                 record = await aget_job(job_id, runtime=rt)
     return record
 

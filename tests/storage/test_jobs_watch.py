@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import redis
+
 from storage.jobs import JobRecord, JobSource, JobState, JobStore, in_states
+from tests.slowlink import late_subscribe
 
 
 def new_job(store: JobStore) -> str:
@@ -51,3 +54,21 @@ def test_a_refused_update_announces_nothing(redis_client):
     next(watcher)
     store.update(job_id, in_states(JobState.STORING), lambda r: {"state": JobState.FAILED})
     assert list(watcher) == []
+
+
+def test_a_change_right_after_the_first_read_is_seen_when_the_subscribe_lands_late(redis_url):
+    """The first read comes after the subscription holds, not merely after it was sent: a
+    change announced in between is not lost (the waiter would sleep to its timeout)."""
+    with late_subscribe(redis_url) as slow_url:
+        client = redis.Redis.from_url(slow_url)
+        store = JobStore(client)
+        job_id = new_job(store)
+        seen = []
+        for [record] in store.watch([job_id], timeout_s=3):
+            seen.append(record.state)
+            if record.state is not JobState.QUEUED:
+                break
+            store.update(job_id, lambda r: True, lambda r: {"state": JobState.SUBMITTED})
+        client.close()
+
+    assert seen == [JobState.QUEUED, JobState.SUBMITTED]

@@ -5,7 +5,6 @@ Cancellation has its own file (test_cancel.py); the asyncio twins too (test_prod
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -180,7 +179,15 @@ def test_wait_blocks_on_announcements_and_reads_only_on_a_change(system, monkeyp
     assert len(reads) == 1  # read once, then blocked on the announcements: no polling
 
     reads.clear()
-    threading.Timer(0.3, producer.cancel, (job_id,), {"runtime": rt}).start()
+
+    def read_then_cancel(ids):  # the job changes right after the waiter's first read
+        found = original(ids)
+        if not reads:
+            producer.cancel(job_id, runtime=rt)
+        reads.append(ids)
+        return found
+
+    monkeypatch.setattr(rt.jobs, "get_many", read_then_cancel)
     record = producer.wait(job_id, 30, runtime=rt)
     assert record.state is JobState.CANCELLED
     assert len(reads) == 2  # the first read, and one after the cancel was announced

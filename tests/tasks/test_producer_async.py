@@ -8,9 +8,12 @@ import asyncio
 import pytest
 import requests
 
-from storage.jobs import JobState
+from storage.jobs import JobRecord, JobSource, JobState
 from tasks import producer, producer_async
+from tests.slowlink import late_subscribe
 from tests.system import image_bytes
+from workers.runtime import Runtime
+from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,34 @@ def test_await_job_and_aoutput_url_with_a_worker(system, sandbox):
     answer = requests.get(url, timeout=10)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
     assert len(answer.content) == record.output.size_bytes
+
+
+def test_await_job_sees_a_change_right_after_its_first_read_when_the_subscribe_lands_late(
+        redis_url, monkeypatch):
+    """The twin of tests/storage/test_jobs_watch.py's: the record is read once the
+    subscription holds, so a change made just after that read is announced to the waiter."""
+    with late_subscribe(redis_url) as slow_url:
+        rt = Runtime(Settings(redis_url=slow_url))
+        record, _ = rt.jobs.create(JobRecord(provider="hitpaw", model="general_2x",
+                                             source=JobSource(uri="https://example.com/a.jpg")))
+        reads = []
+        original = producer_async.aget_job
+
+        async def read_then_cancel(job_id, *, runtime):
+            found = await original(job_id, runtime=runtime)
+            if not reads:  # a change lands right after the waiter's first read
+                rt.jobs.update(job_id, lambda r: True, lambda r: {"state": JobState.CANCELLED})
+            reads.append(found.state)
+            return found
+
+        async def main():
+            try:
+                return await producer.await_job(record.id, 3, runtime=rt)
+            finally:
+                await producer.aclose()
+
+        monkeypatch.setattr(producer_async, "aget_job", read_then_cancel)
+
+        assert asyncio.run(main()).state is JobState.CANCELLED
+        assert reads == [JobState.QUEUED, JobState.CANCELLED]
+        rt.close()
