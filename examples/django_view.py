@@ -16,7 +16,8 @@ views; the process needs the workers' environment (``REDIS_URL``, ``CELERY_BROKE
 
 Django views are synchronous, so they call the synchronous API. Every error of the
 producer API carries the HTTP status to answer with (``status_code``). Tested against the
-real stack in ``tests/examples/test_django_view.py``.
+real stack in ``tests/examples/test_django_view.py``. Django comes with the ``examples``
+extra (``pip install -e '.[examples]'``).
 """
 
 from __future__ import annotations

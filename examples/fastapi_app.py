@@ -9,9 +9,11 @@
 
 Run it beside the workers, with their environment (``REDIS_URL``, ``CELERY_BROKER_URL``,
 ``S3_*``, ``WEBHOOK_SECRET``) and ``ENHANCE_WEBHOOK_URL`` set to where the workers reach
-``/hooks/enhance`` (unset: no webhooks, poll the status endpoint)::
+``/hooks/enhance`` (unset: no webhooks, poll the status endpoint), from the project's
+directory::
 
-    uvicorn examples.fastapi_app:app
+    pip install -e '.[examples]'     # FastAPI, python-multipart, uvicorn, Django
+    uvicorn examples.fastapi_app:app  # 127.0.0.1:8000
 
 Every call is an async twin (``aenqueue``...), so no request blocks the event loop, and
 every error of the producer API carries the HTTP status to answer with (``status_code``:

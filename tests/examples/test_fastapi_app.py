@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
 import pytest
 import requests
 from fastapi.testclient import TestClient
 
 from examples import fastapi_app
-from tests.system import image_bytes
+from tests.system import ROOT, image_bytes
+from workers.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +96,28 @@ def test_an_unsigned_or_tampered_webhook_is_400(system, client, receiver):
     assert (tampered.status_code, unsigned.status_code) == (400, 400)
     assert tampered.json()["error"] == "webhook_invalid"
     assert fastapi_app.seen == {}
+
+
+def test_the_documented_command_serves_the_app_on_loopback(system_env):
+    """``uvicorn examples.fastapi_app:app`` (the module's docstring) runs from the project
+    directory once the ``examples`` extra is installed, and listens on loopback only."""
+    port = free_port()
+    uvicorn = Path(sys.executable).with_name("uvicorn")
+    server = subprocess.Popen([str(uvicorn), "examples.fastapi_app:app", "--port", str(port)],
+                              cwd=ROOT, env={**os.environ, **system_env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        answer = None
+        while answer is None and server.poll() is None:  # until it answers or exits
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/enhance/feedface", timeout=5)
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert answer is not None, server.stderr.read()
+        assert answer.status_code == 404 and answer.json()["error"] == "unknown_job"
+        listening = [c for c in psutil.Process(server.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN]
+        assert [c.laddr.ip for c in listening] == ["127.0.0.1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
