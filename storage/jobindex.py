@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,10 +151,10 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         score, job_id = text.split("|", 1)
-        float(score)
+        finite = math.isfinite(float(score))  # Redis refuses nan; inf would restart the walk
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(f"cursor {cursor[:80]!r} is not one list_jobs returned") from None
-    if not job_id.isalnum():
+    if not finite or not job_id.isalnum():
         raise InvalidInput(f"cursor {cursor[:80]!r} is not one list_jobs returned")
     return score, job_id
 

@@ -79,6 +79,9 @@ def test_entries_past_the_retention_are_trimmed_when_the_index_is_written(store,
 
 
 def test_a_cursor_not_made_by_a_page_is_invalid_input(store):
-    for cursor in ("x", "bm90IGEgY3Vyc29y", "MXxhLWI"):
+    from storage.jobindex import encode_cursor
+
+    made_up = [encode_cursor(score, "ab12") for score in ("nan", "inf", "-inf", "1e999")]
+    for cursor in ("x", "bm90IGEgY3Vyc29y", "MXxhLWI", *made_up):
         with pytest.raises(InvalidInput):
             store.list_page(JobFilter(), cursor)
