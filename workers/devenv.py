@@ -81,6 +81,7 @@ def write_dev_env(folder: Path, values: dict[str, str]) -> Path:
              f"{PID_VARIABLE}={os.getpid()}"]
     lines += [f"{name}={value}" for name, value in values.items()]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies to a new file only, not one left behind
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return path

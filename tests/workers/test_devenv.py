@@ -61,3 +61,13 @@ def test_a_second_enhance_dev_in_the_same_directory_is_refused(checkout):
     with pytest.raises(CliFailure, match=rf"enhance dev already runs here \(pid {os.getpid()}, "
                                          r"\.enhance/dev\.env\): use that one, or stop it first"):
         _refuse_a_second_stack(checkout)
+
+
+def test_a_dev_env_left_readable_by_others_is_made_private_again(tmp_path):
+    (tmp_path / ".enhance").mkdir()
+    (tmp_path / ".enhance" / "dev.env").write_text("REDIS_URL=redis://:old@127.0.0.1/0\n")
+    (tmp_path / ".enhance" / "dev.env").chmod(0o644)
+
+    path = devenv.write_dev_env(tmp_path, {"REDIS_URL": "redis://:pw@127.0.0.1:7777/0"})
+
+    assert oct(path.stat().st_mode & 0o777) == "0o600"  # REDIS_URL may carry a password
