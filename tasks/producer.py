@@ -45,6 +45,7 @@ from providers.errors import (
     NotFound,
     PermanentError,
     TransientError,
+    error_for_code,
 )
 from storage.errors import ResultNotReady, StorageFailed, StorageUnavailable, WaitTimeout
 from storage.jobindex import JobFilter
@@ -453,5 +454,5 @@ __all__ = [
     "EnhanceError", "TransientError", "PermanentError", "InvalidInput", "IdempotencyConflict",
     "NotFound", "UnknownJob", "ResultNotReady", "WaitTimeout", "InsufficientCredits",
     "BudgetExhausted", "StorageUnavailable", "StorageFailed",
-    "verify_webhook", "WebhookNotConfigured", "WebhookVerificationFailed",
+    "verify_webhook", "WebhookNotConfigured", "WebhookVerificationFailed", "error_for_code",
 ]

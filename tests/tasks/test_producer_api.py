@@ -40,6 +40,9 @@ def test_every_exception_a_view_meets_has_its_http_status():
     assert EnhanceError("x").status_code == 500
     # what a provider answered stays its own field
     assert InvalidInput("x", http_status=400).status_code == 422
+    # a failed job's error.code maps the same way, from the one module a backend imports
+    assert producer.error_for_code("deadline_exceeded").status_code == 504
+    assert producer.error_for_code("unknown_job") is UnknownJob
 
 
 @pytest.mark.parametrize("labels", [
