@@ -264,17 +264,17 @@ def check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     if len(labels) > MAX_LABELS:
         raise InvalidInput(f"at most {MAX_LABELS} labels, not {len(labels)}")
     for key, value in labels.items():
-        if not isinstance(key, str) or not _LABEL_KEY_RE.match(key):
+        if not isinstance(key, str) or not _LABEL_KEY_RE.fullmatch(key):
             raise InvalidInput(f"label key {key!r} must be 1-32 of a-z 0-9 _ -, starting "
                                "with a letter")
-        if not isinstance(value, str) or not _LABEL_VALUE_RE.match(value):
+        if not isinstance(value, str) or not _LABEL_VALUE_RE.fullmatch(value):
             raise InvalidInput(f"label {key}={str(value)[:80]!r}: a value is 1-64 of "
                                "A-Z a-z 0-9 _ . : @ / + -")
     return dict(labels)
 
 
 def _tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+    if not isinstance(tenant, str) or not _TENANT_RE.fullmatch(tenant):
         raise InvalidInput(f"tenant must be 1-64 letters, digits or _.@- , not {tenant!r}")
     return tenant
 

@@ -336,7 +336,7 @@ def parse_tenant_map(value: str) -> dict[str, float]:
     result: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in value.split(","))):
         tenant, sep, number = item.rpartition(":")
-        if not sep or not TENANT_RE.match(tenant):
+        if not sep or not TENANT_RE.fullmatch(tenant):
             raise ValueError(f"{item!r}: expected tenant:number, e.g. acme:200")
         try:
             result[tenant] = float(number)

@@ -48,11 +48,19 @@ def test_every_exception_a_view_meets_has_its_http_status():
 @pytest.mark.parametrize("labels", [
     {"User": "42"}, {"user": ""}, {"user": "a b"}, {"user": 42}, {"1user": "x"},
     {f"k{i}": "v" for i in range(9)}, {"user": "x" * 65}, {"k" * 33: "v"}, ["user=42"],
+    {"user": "42\n"}, {"user\n": "42"},  # a regex's $ matches before a final newline
 ])
 def test_labels_outside_the_rules_are_invalid_input(system, labels):
     with pytest.raises(InvalidInput):
         system.enqueue(image_bytes(8, 8), "picwish", labels=labels)
     assert producer.list_jobs(runtime=system.runtime).jobs == []
+
+
+def test_a_tenant_with_a_trailing_newline_is_invalid_input(system):
+    with pytest.raises(InvalidInput):
+        system.enqueue(image_bytes(8, 8), "picwish", tenant="acme\n")
+    with pytest.raises(InvalidInput):
+        producer.list_jobs(tenant="acme\n", runtime=system.runtime)
 
 
 def test_labels_are_kept_listed_and_written_into_the_result_metadata(system, sandbox):
