@@ -141,7 +141,7 @@ def callback_spec(on_done: str | Mapping[str, Any], queue: str | None) -> dict[s
             raise InvalidInput(f"on_done's arguments must be JSON-serialisable: {exc}") from None
     else:
         raise InvalidInput("on_done must be a Celery task name or signature")
-    if not _TASK_NAME.match(spec["task"]):
+    if not _TASK_NAME.fullmatch(spec["task"]):
         raise InvalidInput(f"on_done: {spec['task']!r} is not a task name")
     options = {**(spec.get("options") or {}), **({"queue": queue} if queue else {})}
     options.setdefault("queue", DEFAULT_ON_DONE_QUEUE)

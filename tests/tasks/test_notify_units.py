@@ -132,6 +132,7 @@ def test_on_done_takes_a_name_or_a_signature_and_the_callers_queue():
 @pytest.mark.parametrize(("on_done", "queue"), [
     ("myapp.tasks.thumb", "enhance.submit"),  # our own queue: our workers cannot run it
     ("not a task name", None),
+    ("myapp.tasks.thumb\n", None),  # matched whole: $ alone lets a final newline through
     (42, None),
     (signature("myapp.tasks.thumb", args=(object(),)), None),  # not JSON
 ])
