@@ -54,7 +54,9 @@ def enhance(request):
     image, url = request.FILES.get("image"), request.POST.get("url")
     if (image is None) == (url is None):
         raise InvalidInput("send an image file or a url")
-    job_id = enqueue(image.read() if image else url, request.POST.get("provider", "picwish"),
+    if url is not None and not url.lower().startswith(("https://", "http://")):
+        raise InvalidInput("url must be http(s)")  # enqueue also reads paths and s3:// URIs
+    job_id = enqueue(image if image else url, request.POST.get("provider", "picwish"),
                      request.POST.get("model") or None,
                      filename=image.name if image else None,
                      idempotency_key=request.headers.get("Idempotency-Key"),

@@ -65,7 +65,9 @@ async def enhance(image: Annotated[UploadFile | None, File()] = None,
                   idempotency_key: Annotated[str | None, Header()] = None) -> dict:
     if (image is None) == (url is None):
         raise InvalidInput("send an image file or a url")
-    job_id = await aenqueue(await image.read() if image else url, provider, model,
+    if url is not None and not url.lower().startswith(("https://", "http://")):
+        raise InvalidInput("url must be http(s)")  # enqueue also reads paths and s3:// URIs
+    job_id = await aenqueue(image.file if image else url, provider, model,  # read capped
                             filename=image.filename if image else None,
                             idempotency_key=idempotency_key,
                             webhook=os.environ.get("ENHANCE_WEBHOOK_URL"))

@@ -6,6 +6,7 @@ import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tasks import producer
 from tests.system import image_bytes
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,15 @@ def test_user_errors_are_4xx(system, client):
     assert client.get("/enhance").status_code == 405
     unsigned = client.post("/hooks/enhance", b"{}", content_type="application/json")
     assert unsigned.status_code == 400 and unsigned.json()["error"] == "webhook_invalid"
+
+
+def test_the_url_field_never_reads_a_file_of_the_server(system, client, tmp_path):
+    """``enqueue`` takes a local path or an s3:// URI of our bucket as a source; a browser's
+    ``url`` must be neither (the server's images, other users' results)."""
+    secret = tmp_path / "private.jpg"
+    secret.write_bytes(image_bytes(40, 30))
+
+    for url in (str(secret), f"s3://{system.settings.s3_bucket}/enhanced/other-users.jpg"):
+        answer = client.post("/enhance", {"url": url})
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_input"
+    assert producer.list_jobs(runtime=system.runtime).jobs == []

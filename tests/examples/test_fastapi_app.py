@@ -14,6 +14,7 @@ import requests
 from fastapi.testclient import TestClient
 
 from examples import fastapi_app
+from tasks import producer
 from tests.system import ROOT, image_bytes
 from workers.embedded import free_port
 
@@ -121,3 +122,15 @@ def test_the_documented_command_serves_the_app_on_loopback(system_env):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_url_field_never_reads_a_file_of_the_server(system, client, tmp_path):
+    """``enqueue`` takes a local path or an s3:// URI of our bucket as a source; a browser's
+    ``url`` must be neither (the server's images, other users' results)."""
+    secret = tmp_path / "private.jpg"
+    secret.write_bytes(image_bytes(40, 30))
+
+    for url in (str(secret), f"s3://{system.settings.s3_bucket}/enhanced/other-users.jpg"):
+        answer = client.post("/enhance", data={"url": url})
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_input"
+    assert producer.list_jobs(runtime=system.runtime).jobs == []
