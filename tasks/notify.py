@@ -199,8 +199,11 @@ def _send_on_done(rt: Runtime, record: JobRecord, token: str | None) -> JobRecor
     from workers.app import app
 
     spec = record.notify.on_done
+    shown = {"id": record.id, "state": record.state.value}  # what task events and Flower
+    # show of the argument: the record's URLs may carry signatures (output_url's does)
     app.signature(spec).apply_async(args=(job_payload(rt, record),),
-                                    task_id=f"{record.id}-on_done")
+                                    task_id=f"{record.id}-on_done",
+                                    argsrepr=repr((shown, *(spec.get("args") or ()))))
     log.info("job %s: on_done %s sent to queue %s", record.id, spec["task"],
              spec["options"].get("queue"))
     return _change(rt, record.id, token, {"on_done_sent_at": utcnow()})

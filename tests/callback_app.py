@@ -22,6 +22,8 @@ def make_thumbnail(self, job: dict, size: int | None = None) -> None:
     client = redis.Redis.from_url(os.environ["CALLBACK_REDIS_URL"])
     client.rpush("test:callbacks", json.dumps({"job": job, "size": size,
                                                "task_id": self.request.id,
+                                               "argsrepr": getattr(self.request, "argsrepr",
+                                                                   None),
                                                "queue": self.request.delivery_info.get(
                                                    "routing_key")}))
     client.close()

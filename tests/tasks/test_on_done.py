@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def test_on_done_runs_on_the_callers_own_app_and_queue(system, backend_worker, r
     assert done["job"]["output_url"].startswith("http")
     assert done["task_id"] == f"{by_signature}-on_done"  # stable: the caller can deduplicate
     assert done["queue"] == "thumbs"
+    # what monitoring (task events, Flower) shows of the argument: not the presigned URL
+    assert ast.literal_eval(done["argsrepr"]) == ({"id": by_signature, "state": "succeeded"},)
     failed = calls[by_name]
     assert failed["job"]["state"] == "failed" and failed["job"]["error"]["code"] == "invalid_input"
     assert "result_url" not in failed["job"] and "notify" not in failed["job"]
