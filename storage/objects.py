@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict
 
@@ -86,7 +86,8 @@ def storage_errors(action: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         raise _from_client_error(exc, action) from exc
-    except (BotoConnectionError, HTTPClientError) as exc:  # refused, timeouts, dropped
+    except (BotoConnectionError, HTTPClientError, IncompleteReadError) as exc:
+        # refused, timeouts, dropped (a body cut short of its Content-Length included)
         raise StorageUnavailable(f"{action}: {exc}") from exc
     except BotoCoreError as exc:  # no credentials, invalid parameters...
         raise StorageFailed(f"{action}: {exc}") from exc

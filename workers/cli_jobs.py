@@ -12,7 +12,9 @@ Registered on the ``enhance`` group by ``workers.cli`` (``register``).
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -40,7 +42,8 @@ def _fail(exc: EnhanceError) -> click.ClickException:
 @click.argument("job_id")
 @click.option("-o", "--output", "output", default=None,
               help="File to write (default: the download name in the current directory; "
-                   "- for stdout).")
+                   "- for stdout). Written whole or not at all: a failed download leaves no "
+                   "partial file and an existing FILE untouched.")
 def get(job_id: str, output: str | None) -> None:
     """Download JOB_ID's stored result."""
     from tasks.producer import download_name, get_job, stored_output
@@ -52,14 +55,31 @@ def get(job_id: str, output: str | None) -> None:
     except EnhanceError as exc:
         raise _fail(exc) from exc
     name = output or download_name(record)
-    with stream:
-        if name == "-":
-            shutil.copyfileobj(stream, sys.stdout.buffer)
-            return
-        with open(name, "wb") as file:
-            shutil.copyfileobj(stream, file)
+    try:
+        with stream:
+            if name == "-":
+                shutil.copyfileobj(stream, sys.stdout.buffer)
+                return
+            save_whole(stream, Path(name))
+    except EnhanceError as exc:
+        raise _fail(exc) from exc
     click.echo(f"{name}: {Path(name).stat().st_size} bytes ({record.output.content_type})",
                err=True)
+
+
+def save_whole(stream, path: Path) -> None:
+    """Write ``stream`` to ``path`` whole or not at all: a ``.part`` file beside it, renamed
+    over ``path`` once the last byte is written, removed if reading fails mid-way (an
+    earlier ``path`` is then left as it was)."""
+    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies, as open()
+    try:
+        with os.fdopen(fd, "wb") as file:
+            shutil.copyfileobj(stream, file)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 @click.command()

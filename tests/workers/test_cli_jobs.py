@@ -4,6 +4,12 @@ against a real deployment."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import types
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -34,6 +40,71 @@ def test_get_and_url_hand_out_the_stored_result(system, sandbox, tmp_path):
     answer = requests.get(url.stdout.strip(), timeout=10)
     assert answer.content == stored
     assert answer.headers["Content-Disposition"] == 'inline; filename="cat-enhanced.jpg"'
+
+
+def _relay(src: socket.socket, dst: socket.socket, limit_bytes: float) -> None:
+    """Copy ``src`` to ``dst`` until ``limit_bytes`` went through, then drop both ends."""
+    sent = 0
+    with suppress(OSError):
+        while sent < limit_bytes and (data := src.recv(65536)):
+            data = data[:int(min(len(data), limit_bytes - sent))]
+            dst.sendall(data)
+            sent += len(data)
+    for s in (src, dst):
+        with suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()
+
+
+@contextmanager
+def cut_after(endpoint_url: str, answer_bytes: int):
+    """An http:// endpoint relaying to ``endpoint_url`` whose answers stop after
+    ``answer_bytes`` (headers included): a store that drops the connection mid-download."""
+    target = urlsplit(endpoint_url)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        with suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection((target.hostname, target.port))
+                for args in ((client, server, float("inf")), (server, client, answer_bytes)):
+                    threading.Thread(target=_relay, args=args, daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_get_cut_off_mid_download_leaves_no_partial_file(system, sandbox, tmp_path):
+    system.start_worker()
+    job_id = system.enqueue(image_bytes(60, 40), "hitpaw", "general_2x")
+    record = producer.wait(job_id, 60, runtime=system.runtime)
+    assert record.state is JobState.SUCCEEDED, record.error
+    system.runtime.objects.client.put_object(Bucket=record.output.bucket,
+                                             Key=record.output.key, Body=os.urandom(1 << 20))
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    target = folder / "out.jpg"
+    target.write_bytes(b"an earlier download")
+
+    with cut_after(system.env["S3_ENDPOINT_URL"], 300_000) as endpoint:
+        cut = types.SimpleNamespace(env={**system.env, "S3_ENDPOINT_URL": endpoint})
+        got = enhance(cut, "get", job_id, "-o", str(target))
+
+    assert got.returncode == 4, got.stderr
+    assert "Traceback" not in got.stderr
+    assert target.read_bytes() == b"an earlier download"
+    assert sorted(p.name for p in folder.iterdir()) == ["out.jpg"]
+    fresh = folder / "fresh.jpg"
+    with cut_after(system.env["S3_ENDPOINT_URL"], 300_000) as endpoint:
+        cut = types.SimpleNamespace(env={**system.env, "S3_ENDPOINT_URL": endpoint})
+        assert enhance(cut, "get", job_id, "-o", str(fresh)).returncode == 4
+    assert not fresh.exists()
+    assert enhance(system, "get", job_id, "-o", str(fresh)).returncode == 0
+    assert fresh.stat().st_size == 1 << 20
 
 
 def test_get_and_url_of_a_job_without_a_result_say_so(system):
