@@ -113,11 +113,25 @@ def parse_since(text: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def parse_labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("user=42", "order=A17")`` -> a dict; a key given twice is an error, not the last
+    value silently winning (a job has one value per key, so both could never match)."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise click.BadParameter("use KEY=VALUE", param_hint="--label")
+        if key in labels:
+            raise click.BadParameter(f"label {key} given twice", param_hint="--label")
+        labels[key] = value
+    return labels
+
+
 @click.command()
 @click.option("--state", type=click.Choice([s.value for s in JobState]), default=None)
 @click.option("--provider", type=click.Choice(["hitpaw", "picwish"]), default=None)
 @click.option("--tenant", default=None)
-@click.option("--label", "labels", multiple=True, help="KEY=VALUE (repeatable: all must match).")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE (repeatable: all must match; each KEY once).")
 @click.option("--since", default=None, help="30m, 2h, 7d, or an ISO time.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--cursor", default=None, help="The next_cursor of the previous page.")
@@ -127,9 +141,7 @@ def jobs(state, provider, tenant, labels, since, limit, cursor, as_json) -> None
     from tasks.producer import list_jobs
     from workers.cli import job_json
 
-    label = dict(pair.partition("=")[::2] for pair in labels)
-    if any("=" not in pair for pair in labels):
-        raise click.BadParameter("use KEY=VALUE", param_hint="--label")
+    label = parse_labels(labels)
     try:
         page = list_jobs(state=state, provider=provider, tenant=tenant, label=label or None,
                          since=parse_since(since), cursor=cursor, limit=limit)

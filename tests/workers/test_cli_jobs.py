@@ -13,11 +13,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from storage.jobs import JobState
 from tasks import producer
 from tests.system import image_bytes
 from tests.workers.test_cli import enhance
+from workers import cli_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +144,13 @@ def test_jobs_lists_with_filters_and_cancel_answers_by_state(system):
     assert [j["job_id"] for j in by_state["jobs"]] == [mine]
     bad = enhance(system, "jobs", "--label", "user")
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_jobs_refuses_a_label_key_given_twice():
+    """A job has one value per key: --label k=1 --label k=2 could match nothing, and used to
+    keep k=2 silently."""
+    twice = CliRunner().invoke(cli_jobs.jobs, ["--label", "k=1", "--label", "k=2"])
+    assert twice.exit_code == 2
+    assert "Invalid value for --label: label k given twice" in twice.output
+    help_text = " ".join(CliRunner().invoke(cli_jobs.jobs, ["--help"]).output.split())
+    assert "all must match; each KEY once" in help_text
