@@ -150,6 +150,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return ARGV[1]
 """
 
+# KEYS[1]: chain. ARGV: token. Drops the chain a wake claimed but could not send a run for,
+# unless a newer token holds it; otherwise every wake within its lease would think it live.
+_GIVE_UP = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS[1]: chain. ARGV: token, now (ms), lease (ms). 1 when the token holds the chain, or
 # the chain lapsed and this (late) run takes it over: no other run is live.
 _BEGIN = """
@@ -350,7 +357,11 @@ def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False
         args=[uuid.uuid4().hex[:16], _now_ms(), _lease_ms(rt), soon_ms])
     if not token:
         return False
-    (dispatch or _default_dispatch()).admit(provider, token.decode(), 0)
+    try:
+        (dispatch or _default_dispatch()).admit(provider, token.decode(), 0)
+    except BaseException:  # the broker is down: the next wake (or reconcile) starts a chain
+        script(rt, _GIVE_UP)(keys=[prefix(provider) + "chain"], args=[token])
+        raise
     return True
 
 

@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from kombu.exceptions import OperationalError
+
 from providers import PROVIDERS, get_provider_class
 from providers.errors import (
     BudgetExhausted,
@@ -61,6 +63,7 @@ from storage.jobs import (
 )
 from tasks import admission, events, jobsteps, notify, staging
 from tasks.cancel import Cancellation, cancel_job
+from tasks.errors import BrokerUnavailable
 from tasks.producer_async import (
     DEFAULT_WAIT_S,
     acancel,
@@ -152,6 +155,9 @@ def enqueue(
         StorageUnavailable: staging a local source into the bucket failed; try again.
         NotDurable: ``CLAIM_DURABILITY`` is set and the new record could not be confirmed
             durable (no replica acknowledged it); nothing was queued, try again.
+        BrokerUnavailable: the job is recorded and queued, but the broker did not answer;
+            it starts once the broker does (reconcile). ``job_ids[0]`` is its id: follow
+            it, do not enqueue it again.
     """
     return enqueue_many([{
         "source": source, "provider": provider, "model": model, "options": options,
@@ -174,6 +180,8 @@ def enqueue_many(requests: Iterable[Mapping[str, Any]], *, runtime: Runtime | No
 
     Raises:
         InvalidInput, IdempotencyConflict, StorageUnavailable, NotDurable: as ``enqueue``.
+        BrokerUnavailable: every job is recorded and queued (``job_ids``, in order), but
+            the broker did not answer; they start once it does.
     """
     rt = runtime or get_runtime()
     prepared: list[JobRecord] = []
@@ -191,8 +199,15 @@ def enqueue_many(requests: Iterable[Mapping[str, Any]], *, runtime: Runtime | No
             new.append(job)
         else:  # an idempotent repeat: the first job has its own input
             jobsteps.delete_staged_input(rt, record)
-    _queue(rt, new)
-    return [job.id for job, _ in stored]
+    ids = [job.id for job, _ in stored]
+    broker_error = _queue(rt, new)
+    if broker_error is not None:
+        raise BrokerUnavailable(
+            f"job{'s' if len(ids) > 1 else ''} {', '.join(ids)} recorded and queued, but the "
+            f"broker did not take the message that starts admission ({broker_error}); they "
+            "start once it answers again (reconcile): follow them, do not enqueue them "
+            "again", ids) from broker_error
+    return ids
 
 
 _ENQUEUE_ARGS = frozenset({"source", "provider", "model", "options", "idempotency_key",
@@ -242,17 +257,46 @@ def _record_for(rt: Runtime, source: Source, provider: str, model: str | None = 
     return record
 
 
-def _queue(rt: Runtime, records: list[JobRecord]) -> None:
-    """Log the new jobs, settle those an identical job answers, admit the others."""
+def _queue(rt: Runtime, records: list[JobRecord]) -> OperationalError | None:
+    """Log the new jobs, settle those an identical job answers, admit the others.
+
+    Returns the broker's error if a message could not be sent. Every job is in its
+    admission queue or follows its leader by then, so what was not sent, reconcile sends:
+    it starts an admission chain whose lease lapsed (``wake`` gives up a chain whose
+    message failed at once) and settles a follower at its ``next_check_at``.
+    """
     from tasks.definitions import DISPATCH  # the Celery app is only needed to send
 
     for record in records:
         events.transition(rt, record)
-    to_admit = place_many(rt, DISPATCH, records)
+    dispatch = _SendsLater(DISPATCH)
+    to_admit = place_many(rt, dispatch, records)
     if to_admit:
         admission.push_many(rt, to_admit)
     for provider in dict.fromkeys(record.provider for record in to_admit):
-        admission.wake(rt, provider, DISPATCH, revive_only=True)
+        dispatch.send(admission.wake, rt, provider, DISPATCH, revive_only=True)
+    return dispatch.error
+
+
+class _SendsLater:
+    """Reuse's dispatcher that notes the broker's first failure instead of raising it, so
+    the rest of the batch still reaches its admission queue."""
+
+    def __init__(self, dispatch: Any) -> None:
+        self._dispatch = dispatch
+        self.error: OperationalError | None = None
+
+    def send(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except OperationalError as exc:
+            self.error = self.error or exc
+
+    def reuse(self, *args: Any, **kwargs: Any) -> None:
+        self.send(self._dispatch.reuse, *args, **kwargs)
+
+    def admit(self, *args: Any, **kwargs: Any) -> None:
+        self.send(self._dispatch.admit, *args, **kwargs)
 
 
 def check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -453,6 +497,6 @@ __all__ = [
     "JobRecord", "JobState", "JobPage", "Cancellation", "check_labels",
     "EnhanceError", "TransientError", "PermanentError", "InvalidInput", "IdempotencyConflict",
     "NotFound", "UnknownJob", "ResultNotReady", "WaitTimeout", "InsufficientCredits",
-    "BudgetExhausted", "StorageUnavailable", "StorageFailed",
+    "BudgetExhausted", "StorageUnavailable", "StorageFailed", "BrokerUnavailable",
     "verify_webhook", "WebhookNotConfigured", "WebhookVerificationFailed", "error_for_code",
 ]

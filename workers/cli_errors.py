@@ -101,7 +101,9 @@ def _is_redis_down(exc: BaseException) -> bool:
 def _is_broker_down(exc: BaseException) -> bool:
     from kombu.exceptions import OperationalError
 
-    return isinstance(exc, OperationalError)
+    from tasks.errors import BrokerUnavailable
+
+    return isinstance(exc, OperationalError | BrokerUnavailable)
 
 
 def _redis_down(exc: BaseException, settings) -> CliFailure:
@@ -114,8 +116,14 @@ def _redis_down(exc: BaseException, settings) -> CliFailure:
 
 
 def _broker_down(exc: BaseException, settings) -> CliFailure:
+    job_ids = getattr(exc, "job_ids", None)  # BrokerUnavailable: recorded, starts later
+    check = "Is it running there?"
+    if job_ids:
+        check += (f" Job {job_ids[0]} is recorded and starts once it answers "
+                  f"(enhance status {job_ids[0]}).")
+    cause = exc.__cause__ if job_ids and exc.__cause__ else exc
     return _unreachable(f"the broker does not answer at {safe_url(settings.celery_broker_url)} "
-                        f"(CELERY_BROKER_URL): {_reason(exc)}", "Is it running there?")
+                        f"(CELERY_BROKER_URL): {_reason(cause)}", check)
 
 
 def _s3_down(exc: StorageUnavailable | StorageFailed, settings) -> CliFailure:

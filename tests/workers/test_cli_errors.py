@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from providers.errors import AuthFailed, InvalidInput, ProviderUnavailable
+from tasks.producer import list_jobs
 from tests.system import ROOT, image_bytes
 from workers.cli_errors import failure_for
 from workers.embedded import free_port
@@ -82,8 +83,12 @@ def test_an_unreachable_broker_is_one_line_with_its_url(system, tmp_path, nothin
                           text=True, timeout=120)
 
     assert done.returncode == 4
+    [job] = list_jobs(runtime=system.runtime).jobs
+    job_id = job.id
     assert done.stderr == (f"Error: the broker does not answer at redis://{nothing_listens}/0 "
-                           "(CELERY_BROKER_URL): connection refused. Is it running there?\n")
+                           "(CELERY_BROKER_URL): connection refused. Is it running there? "
+                           f"Job {job_id} is recorded and starts once it answers "
+                           f"(enhance status {job_id}).\n")
 
 
 def test_a_rule_over_two_settings_names_both_and_exits_2():
