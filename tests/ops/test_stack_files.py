@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from providers.sandbox.config import DEFAULT_HITPAW_KEY, DEFAULT_PICWISH_KEY
-from workers.constants import ALL_QUEUES, STORE_QUEUE
+from workers.constants import ADMIT_QUEUE, ALL_QUEUES, MAINTENANCE_QUEUE, STORE_QUEUE
 from workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -451,6 +451,19 @@ def test_keda_scales_existing_workers_on_real_queue_lists(k8s):
         for trigger in doc["spec"]["triggers"]:
             assert trigger["type"] == "redis"
             assert trigger["metadata"]["listName"] in ALL_QUEUES
+
+
+def test_keda_triggers_every_queue_more_workers_drain_on_a_deployment_taking_it(k8s):
+    # Admission runs and the maintenance tasks are a few messages at most, whatever the load.
+    triggered = set()
+    for (kind, _), doc in k8s.items():
+        if kind != "ScaledObject":
+            continue
+        target = deployments(k8s)[doc["spec"]["scaleTargetRef"]["name"]]
+        lists = {t["metadata"]["listName"] for t in doc["spec"]["triggers"]}
+        assert lists <= set(queues_of(container(target)["args"]))
+        triggered |= lists
+    assert triggered == set(ALL_QUEUES) - {ADMIT_QUEUE, MAINTENANCE_QUEUE}
 
 
 def test_kustomization_lists_every_manifest(k8s):
