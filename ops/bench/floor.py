@@ -2,6 +2,10 @@
 
 - ``celery_ceiling``: empty tasks (``ops.bench.noop``) through the same broker and a
   worker of the same concurrency and configuration: tasks/s and worker CPU per task.
+  They run as ``NOOP_CHAINS`` chains in which each task sends the next, as a job's steps
+  do: the worker pays for sending its tasks (the message and its ``task-sent`` event)
+  as well as for receiving and running them. Empty tasks sent by the bench (the floor
+  before 2026-11-30) left out ~1 ms per task of what Celery alone costs a job.
 - ``bare_calls``: the provider and storage calls one job needs, made directly in this
   process with the project's clients (``HitPawClient`` submit and query,
   ``open_result`` + ``ObjectStore.stream_result``), timed in CPU (``time.process_time``,
@@ -24,6 +28,7 @@ from workers.runtime import get_runtime
 BARE_POLL_EVERY_S = 0.5
 BARE_TIMEOUT_S = 120.0
 WARM_UP_TASKS = 20
+NOOP_CHAINS = 20  # chains of empty tasks at once: enough to keep every pool process busy
 
 
 def celery_ceiling(ctx: Context, worker: Launched, tasks: int) -> dict:
@@ -42,9 +47,12 @@ def celery_ceiling(ctx: Context, worker: Launched, tasks: int) -> dict:
 
 
 def _run_noops(ctx: Context, tasks: int) -> None:
+    """Run ``tasks`` empty tasks as chains: the bench sends the first of each, the worker
+    the rest."""
     ctx.redis.delete(DONE_KEY)
-    for _ in range(tasks):
-        noop.apply_async()
+    chains = min(NOOP_CHAINS, tasks)
+    for i in range(chains):
+        noop.apply_async((tasks // chains - 1 + (i < tasks % chains),))
     wait_until(lambda: int(ctx.redis.get(DONE_KEY) or 0) >= tasks, 300,
                f"{tasks} empty tasks running", interval_s=0.02)
 

@@ -1,9 +1,10 @@
 """Bench-only: an empty task, to measure Celery's own ceiling on the same broker.
 
 A worker started with ``--include ops.bench.noop`` and the ``bench.noop`` queue runs it
-with the project's Celery configuration (late acks, events, JSON). The task only counts
-itself in Redis (one ``INCR``), so the bench knows when all have run without a result
-backend.
+with the project's Celery configuration (late acks, events, JSON). The task counts itself
+in Redis (one ``INCR``), so the bench knows when all have run without a result backend,
+then sends the next task of its chain while ``hops`` are left: a job's tasks are each
+sent by the one before it, from the worker, and that send is Celery's cost too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _redis() -> redis.Redis:
 
 
 @app.task(name="bench.noop", ignore_result=True, queue=NOOP_QUEUE)
-def noop() -> None:
-    """Do nothing but count."""
+def noop(hops: int = 0) -> None:
+    """Do nothing but count, and send the next empty task while ``hops`` are left."""
     _redis().incr(DONE_KEY)
+    if hops > 0:
+        noop.apply_async((hops - 1,))
