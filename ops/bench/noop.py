@@ -4,7 +4,8 @@ A worker started with ``--include ops.bench.noop`` and the ``bench.noop`` queue 
 with the project's Celery configuration (late acks, events, JSON). The task counts itself
 in Redis (one ``INCR``), so the bench knows when all have run without a result backend,
 then sends the next task of its chain while ``hops`` are left: a job's tasks are each
-sent by the one before it, from the worker, and that send is Celery's cost too.
+sent by the one before it, from the worker, and that send is Celery's cost too. With
+``every_s`` the next is sent with that countdown, so chains can arrive at a given rate.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def _redis() -> redis.Redis:
 
 
 @app.task(name="bench.noop", ignore_result=True, queue=NOOP_QUEUE)
-def noop(hops: int = 0) -> None:
-    """Do nothing but count, and send the next empty task while ``hops`` are left."""
+def noop(hops: int = 0, every_s: float = 0) -> None:
+    """Do nothing but count, and send the next empty task while ``hops`` are left, with a
+    countdown of ``every_s`` (as a poll schedules the next)."""
     _redis().incr(DONE_KEY)
     if hops > 0:
-        noop.apply_async((hops - 1,))
+        noop.apply_async((hops - 1, every_s), countdown=every_s or None)

@@ -7,7 +7,7 @@ import json
 import time
 
 from ops.bench import params as P
-from ops.bench.floor import bare_calls, celery_ceiling
+from ops.bench.floor import bare_calls, celery_at_rate, celery_ceiling
 from ops.bench.measure import CpuWindow, percentile, rounded
 from ops.bench.naive import DONE_KEY as NAIVE_DONE_KEY
 from ops.bench.naive import NAIVE_QUEUE, enhance_naive
@@ -43,12 +43,13 @@ def orchestration(ctx: Context, p: P.Orchestration) -> dict:
     run = run_jobs(ctx, [worker], p.jobs, "hitpaw", p.timeout_s)
     figures = job_figures(run)
     burst_added = latency_added(run.records, ctx.sandbox.jobs())
+    at_rate = celery_at_rate(ctx, worker, _tasks_per_s(figures), p.noop_tasks // 2)
     bare = bare_calls(ctx, p.bare_jobs)
     paced = _paced(ctx, env, p)
     ctx.stack.stop_workers()
     return {"params": {**P.as_dict(p), "settings": settings},
-            "figures": {**figures, "celery_ceiling": ceiling, "bare_calls": bare,
-                        **_against_floor(figures, ceiling, bare),
+            "figures": {**figures, "celery_ceiling": ceiling, "celery_at_job_rate": at_rate,
+                        "bare_calls": bare, **_against_floor(figures, ceiling, at_rate, bare),
                         "latency_added_burst": burst_added, "latency_added": paced}}
 
 
@@ -114,17 +115,30 @@ def latency_added(recs: list[JobRecord], provider_jobs: list[dict]) -> dict:
     }
 
 
-def _against_floor(ours: dict, ceiling: dict, bare: dict) -> dict:
+def _tasks_per_s(ours: dict) -> float:
+    """The job run's own rate of Celery tasks (the floor's empty tasks run at it)."""
+    tasks = ours["celery_tasks_per_job"] * ours["jobs"]
+    return max(tasks / ours["span_s"], 1.0) if ours["span_s"] else 1.0
+
+
+def _against_floor(ours: dict, ceiling: dict, at_rate: dict, bare: dict) -> dict:
+    """The floor is Celery's CPU per task at the job run's rate x tasks per job, plus the
+    bare calls; ``..._saturated`` prices Celery's tasks at the ceiling's (lower) CPU per
+    task instead, as the floor did before 2026-11-30."""
     tasks_per_job = ours["celery_tasks_per_job"] or 1.0
     bound = ceiling["tasks_per_s"] / tasks_per_job
-    predicted = (ceiling["worker_cpu_ms_per_task"] * tasks_per_job + bare["submit_cpu_ms"]
-                 + ours["provider_polls_per_job"] * bare["poll_cpu_ms"] + bare["store_cpu_ms"])
+    calls = (bare["submit_cpu_ms"] + ours["provider_polls_per_job"] * bare["poll_cpu_ms"]
+             + bare["store_cpu_ms"])
+    floor = at_rate["worker_cpu_ms_per_task"] * tasks_per_job + calls
+    saturated = ceiling["worker_cpu_ms_per_task"] * tasks_per_job + calls
+    cpu = ours["worker_cpu_ms_per_job"]
     return {
         "ceiling_jobs_per_s": rounded(bound),
         "jobs_per_s_vs_ceiling": rounded(ours["jobs_per_s"] / bound if bound else 0.0),
-        "floor_cpu_ms_per_job": rounded(predicted, 3),
-        "cpu_per_job_vs_floor": rounded(ours["worker_cpu_ms_per_job"] / predicted
-                                        if predicted else 0.0),
+        "floor_cpu_ms_per_job": rounded(floor, 3),
+        "cpu_per_job_vs_floor": rounded(cpu / floor if floor else 0.0),
+        "floor_cpu_ms_per_job_saturated": rounded(saturated, 3),
+        "cpu_per_job_vs_floor_saturated": rounded(cpu / saturated if saturated else 0.0),
     }
 
 

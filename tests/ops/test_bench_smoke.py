@@ -71,10 +71,13 @@ def test_orchestration_overhead_has_its_floor(report):
     assert f["celery_tasks_per_job"] >= 2  # a submit and a store at least
     assert number(f["celery_ceiling"]["tasks_per_s"], positive=True)
     assert number(f["celery_ceiling"]["worker_cpu_ms_per_task"])
+    assert number(f["celery_at_job_rate"]["tasks_per_s"], positive=True)
+    assert number(f["celery_at_job_rate"]["worker_cpu_ms_per_task"])
     for name in ("submit_cpu_ms", "poll_cpu_ms", "store_cpu_ms"):
         assert number(f["bare_calls"][name], positive=True), name
     for name in ("ceiling_jobs_per_s", "jobs_per_s_vs_ceiling", "floor_cpu_ms_per_job",
-                 "cpu_per_job_vs_floor"):
+                 "cpu_per_job_vs_floor", "floor_cpu_ms_per_job_saturated",
+                 "cpu_per_job_vs_floor_saturated"):
         assert number(f[name], positive=True), name
     for added in (f["latency_added"], f["latency_added_burst"]):
         assert added["measured_jobs"] > 0
