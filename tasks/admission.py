@@ -208,24 +208,32 @@ def _default_dispatch():
 # --- the queue -----------------------------------------------------------------------
 
 
-def push(rt: Runtime, record: JobRecord, *, front: bool = False, client=None) -> None:
-    """Put a queued job in its provider's admission queue (at the front: taken back);
-    ``client``: a pipeline to send it with."""
+def push(rt: Runtime, record: JobRecord, *, front: bool = False) -> None:
+    """Put a queued job in its provider's admission queue (at the front: taken back)."""
     script(rt, _PUSH)(
         keys=[prefix(record.provider)],
-        args=[record.id, record.tenant, record.priority.value, "front" if front else "back"],
-        client=client)
+        args=[record.id, record.tenant, record.priority.value, "front" if front else "back"])
 
 
-def push_many(rt: Runtime, records: list[JobRecord]) -> None:
-    """Put new jobs at the back of their admission queues, in order, in one round trip."""
-    if len(records) == 1:  # no pipeline: its script check would be one more round trip
-        push(rt, records[0])
-        return
+def push_many(rt: Runtime, records: list[JobRecord]) -> list[tuple[str, str]]:
+    """Put new jobs at the back of their admission queues, in order, and claim a chain for
+    each of their providers that has none live (``wake`` with ``revive_only``), all in one
+    round trip; returns ``(provider, token)`` of each run to send with ``send_run``.
+
+    Plain EVALs: a pipeline of registered scripts asks ``SCRIPT EXISTS`` first, one more
+    round trip.
+    """
+    providers = list(dict.fromkeys(record.provider for record in records))
+    now_ms, lease_ms = _now_ms(), _lease_ms(rt)
     with rt.redis.pipeline(transaction=False) as pipe:
         for record in records:
-            push(rt, record, client=pipe)
-        pipe.execute()
+            pipe.eval(_PUSH, 1, prefix(record.provider), record.id, record.tenant,
+                      record.priority.value, "back")
+        for provider in providers:
+            pipe.eval(_WAKE, 1, prefix(provider) + "chain", _new_token(), now_ms, lease_ms,
+                      FAR_MS)
+        tokens = pipe.execute()[len(records):]
+    return [(p, t.decode()) for p, t in zip(providers, tokens, strict=True) if t]
 
 
 @dataclass(frozen=True)
@@ -354,15 +362,26 @@ def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False
     soon_ms = FAR_MS if revive_only else int(rt.budget.interval_s(provider) * 1000)
     token = script(rt, _WAKE)(
         keys=[prefix(provider) + "chain"],
-        args=[uuid.uuid4().hex[:16], _now_ms(), _lease_ms(rt), soon_ms])
+        args=[_new_token(), _now_ms(), _lease_ms(rt), soon_ms])
     if not token:
         return False
+    send_run(rt, provider, token.decode(), dispatch)
+    return True
+
+
+def send_run(rt: Runtime, provider: str, token: str, dispatch=None) -> None:
+    """Send the admission run a chain just claimed waits for. If the broker does not take
+    it, the chain is given up, so the next wake (or reconcile) starts one at once instead
+    of taking it for live until its lease lapses."""
     try:
-        (dispatch or _default_dispatch()).admit(provider, token.decode(), 0)
-    except BaseException:  # the broker is down: the next wake (or reconcile) starts a chain
+        (dispatch or _default_dispatch()).admit(provider, token, 0)
+    except BaseException:
         script(rt, _GIVE_UP)(keys=[prefix(provider) + "chain"], args=[token])
         raise
-    return True
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 def _begin(rt: Runtime, provider: str, token: str) -> bool:

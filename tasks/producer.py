@@ -262,8 +262,8 @@ def _queue(rt: Runtime, records: list[JobRecord]) -> OperationalError | None:
 
     Returns the broker's error if a message could not be sent. Every job is in its
     admission queue or follows its leader by then, so what was not sent, reconcile sends:
-    it starts an admission chain whose lease lapsed (``wake`` gives up a chain whose
-    message failed at once) and settles a follower at its ``next_check_at``.
+    it starts an admission chain none holds (``send_run`` gives up a chain whose message
+    failed) and settles a follower at its ``next_check_at``.
     """
     from tasks.definitions import DISPATCH  # the Celery app is only needed to send
 
@@ -271,10 +271,8 @@ def _queue(rt: Runtime, records: list[JobRecord]) -> OperationalError | None:
         events.transition(rt, record)
     dispatch = _SendsLater(DISPATCH)
     to_admit = place_many(rt, dispatch, records)
-    if to_admit:
-        admission.push_many(rt, to_admit)
-    for provider in dict.fromkeys(record.provider for record in to_admit):
-        dispatch.send(admission.wake, rt, provider, DISPATCH, revive_only=True)
+    for provider, token in admission.push_many(rt, to_admit) if to_admit else ():
+        dispatch.send(admission.send_run, rt, provider, token, DISPATCH)
     return dispatch.error
 
 

@@ -5,6 +5,7 @@ Cancellation has its own file (test_cancel.py); the asyncio twins too (test_prod
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +24,7 @@ from tasks.producer import (
     UnknownJob,
     WaitTimeout,
 )
-from tests.system import image_bytes
+from tests.system import ROOT, image_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -222,11 +223,13 @@ def test_enqueue_many_takes_the_same_round_trips_for_two_jobs_or_forty(system, m
     two = len(counter.calls)
     counter.calls.clear()
     ids = producer.enqueue_many(
-        [{"source": image_bytes(10 + i, 10), "provider": "hitpaw", "labels": {"n": str(i)}}
-         for i in range(40)], reuse=reuse, tenant="acme", runtime=rt)
+        [{"source": image_bytes(10 + i, 10), "provider": ("hitpaw", "picwish")[i % 2],
+          "labels": {"n": str(i)}} for i in range(40)], reuse=reuse, tenant="acme", runtime=rt)
 
-    assert len(counter.calls) == two <= 5  # records, reuse claims, script check, queue, wake
-    assert single == two - 1  # one job: no pipeline for its queue, so no script check
+    # records; reuse claims; queues and each provider's wake-up: the count the README states
+    assert len(counter.calls) == two == single == (3 if reuse else 2)
+    stated = re.search(r"take (\d) round trips with reuse, (\d) without", (ROOT / "README.md").read_text())
+    assert stated and stated.groups() == ("3", "2")
     records = rt.jobs.get_many(ids)
     assert [r.labels["n"] for r in records] == [str(i) for i in range(40)]
     assert {r.tenant for r in records} == {"acme"}
