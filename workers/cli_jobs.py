@@ -63,6 +63,8 @@ def get(job_id: str, output: str | None) -> None:
             save_whole(stream, Path(name))
     except EnhanceError as exc:
         raise _fail(exc) from exc
+    except OSError as exc:  # a missing folder, no permission, a full disk
+        raise click.ClickException(f"cannot write {name}: {exc.strerror or exc}") from exc
     click.echo(f"{name}: {Path(name).stat().st_size} bytes ({record.output.content_type})",
                err=True)
 

@@ -107,6 +107,10 @@ def test_get_cut_off_mid_download_leaves_no_partial_file(system, sandbox, tmp_pa
     assert not fresh.exists()
     assert enhance(system, "get", job_id, "-o", str(fresh)).returncode == 0
     assert fresh.stat().st_size == 1 << 20
+    nowhere = folder / "missing" / "out.jpg"
+    unwritable = enhance(system, "get", job_id, "-o", str(nowhere))
+    assert unwritable.returncode == 1
+    assert unwritable.stderr == f"Error: cannot write {nowhere}: No such file or directory\n"
 
 
 def test_get_and_url_of_a_job_without_a_result_say_so(system):
