@@ -85,6 +85,7 @@ def latency_added(recs: list[JobRecord], provider_jobs: list[dict]) -> dict:
     """
     by_id = {job["id"]: job for job in provider_jobs}
     to_start, to_stored, added, own, within = [], [], [], [], 0
+    poll_wait, store_step = [], []  # to_stored, split at the poll that found the job done
     for rec in recs:
         job = by_id.get(rec.provider_job_id or "")
         stored = rec.transitions.get(JobState.SUCCEEDED.value)
@@ -95,6 +96,10 @@ def latency_added(recs: list[JobRecord], provider_jobs: list[dict]) -> dict:
         store_s = stored.timestamp() - job["completed_at"]
         to_start.append(start_s)
         to_stored.append(store_s)
+        seen = rec.transitions.get(JobState.STORING.value)
+        if seen is not None:
+            poll_wait.append(seen.timestamp() - job["completed_at"])
+            store_step.append(stored.timestamp() - seen.timestamp())
         added.append(start_s + store_s)
         own.append(own_s)
         within += start_s + store_s <= ADDED_SHARE * own_s + ADDED_FIXED_S
@@ -111,6 +116,10 @@ def latency_added(recs: list[JobRecord], provider_jobs: list[dict]) -> dict:
         "enqueue_to_provider_p95_s": rounded(percentile(to_start, 95), 3),
         "provider_done_to_stored_p50_s": rounded(percentile(to_stored, 50), 3),
         "provider_done_to_stored_p95_s": rounded(percentile(to_stored, 95), 3),
+        "poll_wait_p50_s": rounded(percentile(poll_wait, 50), 3),
+        "poll_wait_p95_s": rounded(percentile(poll_wait, 95), 3),
+        "store_step_p50_s": rounded(percentile(store_step, 50), 3),
+        "store_step_p95_s": rounded(percentile(store_step, 95), 3),
         "store_lag_bound_s": STORE_LAG_BOUND_S,
     }
 

@@ -9,6 +9,9 @@ import pytest
 from providers.base import JobStatus, Phase
 from tasks.schedule import (
     BACKOFF_FACTOR,
+    FOLLOW_UP_FLOOR_SHARE,
+    FOLLOW_UP_SHARE,
+    PREDICTED_JITTER_SHARE,
     PROGRESS_MIN,
     first_poll_delay_s,
     jittered,
@@ -194,3 +197,21 @@ def test_retry_after_beyond_max_countdown_is_cut_to_it():
     settings = make_settings(poll_jitter=0.2)
     values = [retry_delay_s(0, settings, retry_after_s=3600.0) for _ in range(SAMPLES)]
     assert set(values) == {60.0}
+
+
+def test_follow_ups_come_after_a_share_of_the_time_run_so_far(exact):
+    """A job still running at its (predicted) first poll is the tail: it is looked at again
+    after FOLLOW_UP_SHARE of its time so far, not a whole backoff step later."""
+    assert next_poll_delay_s("hitpaw", 1, None, 5.0, exact) == round(FOLLOW_UP_SHARE * 5.0, 3)
+    assert next_poll_delay_s("hitpaw", 1, None, 1.0, exact) == 3.0 * FOLLOW_UP_FLOOR_SHARE
+    assert next_poll_delay_s("hitpaw", 1, None, 100.0, exact) == 3.0  # the backoff is sooner
+    assert next_poll_delay_s("picwish", 1, status(50), 4.0, exact) == 4.0  # progress decides
+
+
+def test_a_predicted_first_poll_is_jittered_less():
+    settings = make_settings(poll_jitter=0.2)
+    rng = random.Random(3)
+    delays = [first_poll_delay_s("hitpaw", settings, rng, predicted_s=10.0)
+              for _ in range(SAMPLES)]
+    spread = 10.0 * 0.2 * PREDICTED_JITTER_SHARE
+    assert 10.0 - spread <= min(delays) and max(delays) <= 10.0 + spread
