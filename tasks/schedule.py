@@ -20,7 +20,9 @@ MAX_EXPONENT = 1000  # backoff powers stop growing here: past it a float power o
 #: run so far (never later than the backoff would): its overshoot stays a fixed share of
 #: its duration. The first poll is timed at an upper quantile of learnt durations, so the
 #: jobs still running then are the tail, which mostly ends within a fifth of that time;
-#: a fixed 3 s step instead made them wait up to 3 s past their end.
+#: a fixed 3 s step instead made them wait up to 3 s past their end. From the third poll
+#: on the share grows by BACKOFF_FACTOR per poll, so a job far longer than learnt (or with
+#: nothing learnt yet) costs at most three polls more than the plain backoff (two past 30 s).
 FOLLOW_UP_SHARE = 0.2
 FOLLOW_UP_FLOOR_SHARE = 0.25  # ... but never sooner than this share of the first interval
 #: A first poll timed by a prediction is jittered by this share of ``poll_jitter``: the
@@ -69,7 +71,8 @@ def next_poll_delay_s(
         poll_count: polls made so far for this job.
         status: the last status, whose ``progress`` (where given) estimates the rest.
         elapsed_s: seconds since the job was submitted; without progress, the next poll
-            comes after ``FOLLOW_UP_SHARE`` of it when that is sooner than the backoff.
+            comes after ``FOLLOW_UP_SHARE`` of it (growing from the third poll) when that
+            is sooner than the backoff.
         settings: the poll settings.
         rng: random source for the jitter (tests pass a seeded one).
     """
@@ -77,7 +80,8 @@ def next_poll_delay_s(
     delay = first * BACKOFF_FACTOR ** min(max(poll_count - 1, 0), MAX_EXPONENT)
     share = 1.0
     if elapsed_s > 0:
-        follow_up = max(FOLLOW_UP_SHARE * elapsed_s, FOLLOW_UP_FLOOR_SHARE * first)
+        growth = BACKOFF_FACTOR ** min(max(poll_count - 2, 0), MAX_EXPONENT)
+        follow_up = max(FOLLOW_UP_SHARE * growth * elapsed_s, FOLLOW_UP_FLOOR_SHARE * first)
         if follow_up < delay:  # already spread by the elapsed times: jitter it less
             delay, share = follow_up, PREDICTED_JITTER_SHARE
     estimate = remaining_from_progress(status, elapsed_s)

@@ -208,6 +208,19 @@ def test_follow_ups_come_after_a_share_of_the_time_run_so_far(exact):
     assert next_poll_delay_s("picwish", 1, status(50), 4.0, exact) == 4.0  # progress decides
 
 
+def test_follow_ups_of_a_long_job_cost_at_most_three_polls_more_than_the_backoff(exact):
+    def polls_until(end_s: float, elapsed: bool) -> int:
+        at_s, count = 3.0, 1
+        while at_s < end_s:
+            at_s += next_poll_delay_s("hitpaw", count, None, at_s if elapsed else 0, exact)
+            count += 1
+        return count
+
+    for end_s in (6.0, 10.0, 15.0, 60.0, 300.0):
+        assert polls_until(end_s, elapsed=False) <= polls_until(end_s, elapsed=True)
+        assert polls_until(end_s, elapsed=True) <= polls_until(end_s, elapsed=False) + 3
+
+
 def test_a_predicted_first_poll_is_jittered_less():
     settings = make_settings(poll_jitter=0.2)
     rng = random.Random(3)
