@@ -79,7 +79,7 @@ def next_poll_delay_s(
     first, ceiling = base_interval_s(provider, settings)
     delay = first * BACKOFF_FACTOR ** min(max(poll_count - 1, 0), MAX_EXPONENT)
     share = 1.0
-    if elapsed_s > 0:
+    if elapsed_s > 0 and (status is None or status.progress is None):  # nothing better
         growth = BACKOFF_FACTOR ** min(max(poll_count - 2, 0), MAX_EXPONENT)
         follow_up = max(FOLLOW_UP_SHARE * growth * elapsed_s, FOLLOW_UP_FLOOR_SHARE * first)
         if follow_up < delay:  # already spread by the elapsed times: jitter it less
@@ -123,12 +123,12 @@ def retry_delay_s(attempt: int, settings: Settings, retry_after_s: float | None 
 
 SAMPLE_SIZE = 100  # recent jobs remembered per provider, model and input size
 MIN_SAMPLES = 5  # fewer than this and there is no prediction
-#: Poll once about four jobs in five of this kind would be done. Learnt estimates put the
-#: jobs done at the first look just under it, so the quantile jumps between them and the
-#: ones seen running; 0.78 keeps polls per job under 1.3 with that noise (0.75 averaged
-#: 1.33 in tests/tasks/test_lean_polling.py's 2-6 s model) and the tail's follow-up
+#: Poll once four jobs in five of this kind would be done. Learnt estimates put the jobs
+#: done at the first look just under it, so the quantile jumps between them and the ones
+#: seen running; 0.8 keeps polls per job under 1.3 with that noise (0.75 averaged 1.33
+#: in a 2-6 s model of tests/tasks/test_lean_polling.py) and the tail's follow-up
 #: (FOLLOW_UP_SHARE) keeps the wait after a job ends short.
-PREDICT_QUANTILE = 0.78
+PREDICT_QUANTILE = 0.8
 DONE_AT_FIRST_POLL_SHRINK = 0.8  # a job done at its first look finished earlier than that
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 
 from ops.bench import params as P
 from ops.bench.floor import bare_calls, celery_at_rate, celery_ceiling
@@ -73,6 +74,7 @@ def _paced(ctx: Context, env: dict, p: P.Orchestration) -> dict:
     return {"jobs": len(ids), "jobs_per_s_sent": p.paced_jobs_per_s,
             "succeeded": sum(1 for r in recs if r.state is JobState.SUCCEEDED),
             "provider_polls_per_job": rounded(polls), "polls_bound": POLLS_BOUND,
+            "jobs_by_polls": dict(sorted(Counter(r.poll_count for r in recs).items())),
             **latency_added(recs, ctx.sandbox.jobs())}
 
 

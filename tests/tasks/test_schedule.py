@@ -206,6 +206,9 @@ def test_follow_ups_come_after_a_share_of_the_time_run_so_far(exact):
     assert next_poll_delay_s("hitpaw", 1, None, 1.0, exact) == 3.0 * FOLLOW_UP_FLOOR_SHARE
     assert next_poll_delay_s("hitpaw", 1, None, 100.0, exact) == 3.0  # the backoff is sooner
     assert next_poll_delay_s("picwish", 1, status(50), 4.0, exact) == 4.0  # progress decides
+    # a provider that reports progress keeps its own pace even while progress is too low
+    # to estimate from: under a cap, sooner looks would take the budget's turns
+    assert next_poll_delay_s("picwish", 1, status(2), 10.0, exact) == 1.0
 
 
 def test_follow_ups_of_a_long_job_cost_at_most_three_polls_more_than_the_backoff(exact):
