@@ -24,7 +24,7 @@ replacing its token (the scheduled run then finds itself stale), or marks a runn
 Keys, under ``eq:adm:<provider>:``: ``q:<lane>:<tenant>`` (zset of waiting job ids by
 arrival), ``lanes:<lane>`` (zset of tenants with waiting jobs, by turn), ``slots`` (zset of
 admitted job ids by admission time), ``slots:<tenant>`` (set), ``sent`` (zset of admitted
-jobs by admission time, until the sweep or their end sees them), ``blocked`` (zset of tenants
+jobs by admission time, until their submit claims them or they end: at most ADMIT_AHEAD), ``blocked`` (zset of tenants
 over a spend cap, until when), ``pause`` (hash, out of credit), ``capped`` (provider over
 its spend cap until the next UTC day), ``chain``, ``log`` (the last admissions, in order).
 """
@@ -52,12 +52,15 @@ FAR_MS = 10**15  # "never" for a wake that must not replace a live chain
 #: Below, a run waiting for the budget is scheduled half this before the next slot, books
 #: it and sends its submit to arrive on it: each run's own dispatch delay does not add up.
 BOOK_AHEAD_MS = 100
+#: With ADMIT_AHEAD submits waiting for a worker, admission looks again this much later.
+AHEAD_RECHECK_S = 0.5
 
 # KEYS[1]: the provider's prefix; KEYS[2..6]: the budget's cool-down, pace, submit pace,
 # line (the next free turn, ms of Redis time, shared with polls) and window of sends
 # (``tasks.budget``). ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant
 # cap ..." overrides, batch share (every N-th admission), gap (ms), submit interval (ms),
-# how far ahead a slot may be booked (ms), line interval (ms), window n, window (ms). The
+# how far ahead a slot may be booked (ms), line interval (ms), window n, window (ms), the
+# most admitted jobs not yet claimed by their submit (``sent``, ADMIT_AHEAD). The
 # budget's submit slot is taken in the same step as the job, both or neither; a slot free
 # within the horizon is booked (the marks and the line move to its end, the job takes its
 # place in the window) and the submit is sent with that countdown. Polls booked on the
@@ -65,6 +68,7 @@ BOOK_AHEAD_MS = 100
 _ADMIT_ONE = """
 local p, now = KEYS[1], tonumber(ARGV[1])
 if redis.call('ZCARD', p .. 'slots') >= tonumber(ARGV[2]) then return {'cap'} end
+if redis.call('ZCARD', p .. 'sent') >= tonumber(ARGV[12]) then return {'ahead'} end
 local t = redis.call('TIME')
 local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """ + window_wait_lua("KEYS[6]", "ARGV[10]", "ARGV[11]") + """
@@ -119,7 +123,8 @@ return {'empty'}
 """.replace("LOG_LENGTH", str(LOG_LENGTH))
 
 # KEYS[1]: prefix. ARGV: job id, tenant, lane, "front" or "back".
-# "front" puts a job taken back (and its tenant) first in line and frees its slot.
+# "front" puts a job taken back (and its tenant) first in line and frees its slot (and its
+# place among the ADMIT_AHEAD sent).
 _PUSH = """
 local p, job, tenant, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local q, lk = p .. 'q:' .. lane .. ':' .. tenant, p .. 'lanes:' .. lane
@@ -130,6 +135,7 @@ if ARGV[4] == 'front' then
   redis.call('ZADD', lk, (#ft > 0) and (tonumber(ft[2]) - 1) or 0, tenant)
   redis.call('ZREM', p .. 'slots', job)
   redis.call('SREM', p .. 'slots:' .. tenant, job)
+  redis.call('ZREM', p .. 'sent', job)
 else
   redis.call('ZADD', q, 'NX', redis.call('INCR', p .. 'seq'), job)
   redis.call('ZADD', lk, 'NX', tonumber(redis.call('GET', p .. 'rr') or '0'), tenant)
@@ -257,7 +263,7 @@ def admit_one(rt: Runtime, provider: str, now_ms: int | None = None) -> Admitted
         keys=[prefix(provider), *rt.budget.submit_keys(provider)],
         args=[now_ms or _now_ms(), getattr(s, f"{provider}_max_in_flight"),
               s.tenant_max_in_flight or 0, overrides, s.batch_share_every,
-              gap_ms, submit_ms, BOOK_AHEAD_MS, interval_ms, n, window_ms])
+              gap_ms, submit_ms, BOOK_AHEAD_MS, interval_ms, n, window_ms, s.admit_ahead])
     return Admitted(*(part.decode() if isinstance(part, bytes) else part for part in answer))
 
 
@@ -270,6 +276,11 @@ def release(rt: Runtime, record: JobRecord) -> bool:
         pipe.zrem(p + "sent", record.id)
         removed = pipe.execute()[0]
     return bool(removed)
+
+
+def claimed(rt: Runtime, record: JobRecord) -> None:
+    """A submit claimed its admitted job: it no longer counts against ``ADMIT_AHEAD``."""
+    rt.redis.zrem(prefix(record.provider) + "sent", record.id)
 
 
 def forget(rt: Runtime, record: JobRecord) -> None:
@@ -292,6 +303,7 @@ def on_transition(rt: Runtime, record: JobRecord) -> None:
     with rt.redis.pipeline(transaction=False) as pipe:
         if record.state in (JobState.FAILED, JobState.CANCELLED):
             pipe.zrem(_queue_key(record), record.id)  # as ``forget``
+        pipe.zrem(p + "sent", record.id)  # ended before its submit claimed it
         pipe.zrem(p + "slots", record.id)
         pipe.srem(p + "slots:" + record.tenant, record.id)
         for lane in LANES:
@@ -434,6 +446,8 @@ def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | Non
                 return len(admitted), None
             if decision.kind == "budget":  # the next submit slot is a pacing interval away
                 return len(admitted), _until_slot_s(rt, provider)
+            if decision.kind == "ahead":  # ADMIT_AHEAD submits wait for a worker: look again
+                return len(admitted), AHEAD_RECHECK_S
             if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
                 return len(admitted), rt.settings.max_countdown_s
             admitted.append((decision.job_id, decision.delay_ms / 1000))

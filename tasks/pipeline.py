@@ -122,6 +122,7 @@ def submit_job(rt: Runtime, dispatch: Dispatcher, job_id: str) -> None:
     if claimed is None:
         spend.refund(rt, reservation)
         return
+    admission.claimed(rt, claimed)
     submission = _send_submit(rt, dispatch, provider, request, claimed, reservation)
     if submission is not None:
         _record_submission(rt, dispatch, record, submission, reservation)

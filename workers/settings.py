@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     # An admitted job whose submit has not claimed it this long, and whose message is no
     # longer waiting in the submit queue, lost that message with its worker: sent again.
     submit_lost_after_s: float = Field(30.0, gt=0)
+    # Admitted jobs whose submit has not yet claimed them, per provider, at most: the rest
+    # wait in admission, so the submit queue stays short (a re-sent submit is not stuck
+    # behind minutes of it, and tenants' turns are not decided long before they run).
+    admit_ahead: int = Field(64, ge=1)
     poll_protocol_retries: int = Field(3, ge=0)  # garbled poll answers asked again in a row
     lifecycle_inputs_expire_days: int = Field(7, ge=1)  # backstop for staged inputs
     lifecycle_abort_incomplete_days: int = Field(1, ge=1)  # backstop for lost uploads

@@ -332,3 +332,39 @@ def test_a_claimed_job_leaves_the_sent_set_without_asking_the_broker(make_rt):
 
     assert admission.sweep(rt, ["picwish"], NoBroker()) == 0
     assert rt.redis.zcard(admission.prefix("picwish") + "sent") == 0
+
+
+def test_admission_holds_the_rest_while_admit_ahead_submits_wait_for_a_worker(make_rt):
+    rt = make_rt(admit_ahead=2)
+    first, second, third = (job(rt, store=True) for _ in range(3))
+
+    assert [take(rt).job_id for _ in range(2)] == [first.id, second.id]
+    assert take(rt).kind == "ahead", "two submits already wait for a worker"
+    assert admission.waiting(rt, "picwish")["interactive"] == 1
+
+    admission.claimed(rt, first)  # a worker's submit claimed the first job
+    assert take(rt).job_id == third.id
+
+
+def test_a_run_held_by_admit_ahead_looks_again_shortly(make_rt):
+    rt = make_rt(admit_ahead=1)
+    ids = [job(rt, store=True).id for _ in range(2)]
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+
+    assert admission.admit(rt, dispatch, "picwish", token) == 1
+    assert dispatch.sent[1] == ("submit", ids[0])
+    assert dispatch.sent[2][0] == "admit" and dispatch.sent[2][3] == admission.AHEAD_RECHECK_S
+
+
+def test_a_job_given_back_to_admission_frees_its_place_among_the_sent(make_rt):
+    rt = make_rt(admit_ahead=1)
+    first, _ = job(rt, store=True), job(rt, store=True)
+    assert take(rt).job_id == first.id
+
+    admission.push(rt, first, front=True)  # e.g. held by a spend cap before its paid call
+
+    assert take(rt).job_id == first.id, "first in line again, and not held by itself"
+    assert take(rt).kind == "ahead"
+    assert admission.waiting(rt, "picwish")["interactive"] == 1
