@@ -143,12 +143,16 @@ end
 return 1
 """
 
-# KEYS[1]: chain. ARGV: new token, now (ms), lease (ms), "soon" (ms).
-# Returns the token to send a run with, or false when the live chain will do.
+# KEYS[1]: chain. ARGV: new token, now (ms), lease (ms), "soon" (ms), "freed" (1: a job
+# left flight). Returns the token to send a run with, or false when the live chain will do:
+# a freed in-flight slot changes nothing for a chain that sleeps for the request budget.
 _WAKE = """
 local due = redis.call('HGET', KEYS[1], 'due')
 if due and tonumber(due) <= tonumber(ARGV[2]) + tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'woken', 1)
+  return false
+end
+if due and ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'held') ~= 'cap' then
   return false
 end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'due', ARGV[2], 'woken', 0)
@@ -175,7 +179,9 @@ return 1
 """
 
 # KEYS[1]: chain. ARGV: token, now (ms), delay (ms, -1: end the chain), lease (ms),
-# delay when woken meanwhile (ms). Returns the delay to schedule, -1 to end, -2 if stale.
+# delay when woken meanwhile (ms), what holds the chain ("cap": an in-flight cap, which a
+# job leaving flight lifts; "": the budget or nothing). Returns the delay to schedule, -1
+# to end, -2 if stale.
 _RESCHEDULE = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -2 end
 local delay = tonumber(ARGV[3])
@@ -183,7 +189,7 @@ if redis.call('HGET', KEYS[1], 'woken') == '1' then
   if delay < 0 or delay > tonumber(ARGV[5]) then delay = tonumber(ARGV[5]) end
 end
 if delay < 0 then redis.call('DEL', KEYS[1]) return -1 end
-redis.call('HSET', KEYS[1], 'due', tonumber(ARGV[2]) + delay, 'woken', 0)
+redis.call('HSET', KEYS[1], 'due', tonumber(ARGV[2]) + delay, 'woken', 0, 'held', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], delay + tonumber(ARGV[4]))
 return delay
 """
@@ -311,7 +317,7 @@ def on_transition(rt: Runtime, record: JobRecord) -> None:
         answers = pipe.execute()
     released, lanes = answers[-2 - len(LANES)], answers[-len(LANES):]
     if released and any(lanes):
-        wake(rt, record.provider)
+        wake(rt, record.provider, freed=True)
 
 
 def waiting(rt: Runtime, provider: str) -> dict[str, int]:
@@ -366,15 +372,19 @@ def _lease_ms(rt: Runtime) -> int:
     return int(rt.settings.step_lease_s * 1000)
 
 
-def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False) -> bool:
+def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False,
+         freed: bool = False) -> bool:
     """Make sure admission of ``provider`` runs soon; True when a run was sent.
 
     ``revive_only`` (reconcile) starts a chain only when none is live: its lease lapsed.
+    ``freed`` (a job left flight) wakes a live chain only if an in-flight cap holds it: a
+    chain paced by the request budget would be replaced by a run that finds the same
+    budget, and the run it replaced would still execute, stale (two tasks for nothing).
     """
     soon_ms = FAR_MS if revive_only else int(rt.budget.interval_s(provider) * 1000)
     token = script(rt, _WAKE)(
         keys=[prefix(provider) + "chain"],
-        args=[_new_token(), _now_ms(), _lease_ms(rt), soon_ms])
+        args=[_new_token(), _now_ms(), _lease_ms(rt), soon_ms, int(freed)])
     if not token:
         return False
     send_run(rt, provider, token.decode(), dispatch)
@@ -402,12 +412,12 @@ def _begin(rt: Runtime, provider: str, token: str) -> bool:
 
 
 def _reschedule(rt: Runtime, dispatch, provider: str, token: str,
-                delay_s: float | None) -> None:
+                delay_s: float | None, held: str = "") -> None:
     delay_ms = -1 if delay_s is None else int(min(delay_s, rt.settings.max_countdown_s) * 1000)
     woken_ms = int(rt.budget.submit_wait_s(provider) * 1000)
     result = int(script(rt, _RESCHEDULE)(
         keys=[prefix(provider) + "chain"],
-        args=[token, _now_ms(), delay_ms, _lease_ms(rt), woken_ms]))
+        args=[token, _now_ms(), delay_ms, _lease_ms(rt), woken_ms, held]))
     if result >= 0:
         dispatch.admit(provider, token, result / 1000)
 
@@ -420,16 +430,17 @@ def admit(rt: Runtime, dispatch, provider: str, token: str) -> int:
     if not _begin(rt, provider, token):
         log.debug("admission %s: stale run %s ignored", provider, token)
         return 0
-    sent, delay_s = 0, rt.settings.max_countdown_s  # if the run fails: try again later
+    sent, delay_s, held = 0, rt.settings.max_countdown_s, ""  # failed: try again later
     try:
-        sent, delay_s = _admit_batch(rt, dispatch, provider)
+        sent, delay_s, held = _admit_batch(rt, dispatch, provider)
     finally:
-        _reschedule(rt, dispatch, provider, token, delay_s)
+        _reschedule(rt, dispatch, provider, token, delay_s, held)
     return sent
 
 
-def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | None]:
-    """Send the submits the provider can take now; return them and when to run again.
+def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | None, str]:
+    """Send the submits the provider can take now; return them, when to run again and
+    "cap" when an in-flight cap holds the rest (a job leaving flight wakes the chain).
 
     The delay is None when nothing waits (the chain ends until the next wake-up).
     """
@@ -437,21 +448,21 @@ def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | Non
 
     limit, held_s = spend.admission_limit(rt, provider)
     if held_s is not None:
-        return 0, held_s
+        return 0, held_s, ""
     admitted: list[tuple[str, float]] = []
     try:
         while len(admitted) < limit:
             decision = admit_one(rt, provider)
             if decision.kind == "empty":
-                return len(admitted), None
+                return len(admitted), None, ""
             if decision.kind == "budget":  # the next submit slot is a pacing interval away
-                return len(admitted), _until_slot_s(rt, provider)
+                return len(admitted), _until_slot_s(rt, provider), ""
             if decision.kind == "ahead":  # ADMIT_AHEAD submits wait for a worker: look again
-                return len(admitted), AHEAD_RECHECK_S
+                return len(admitted), AHEAD_RECHECK_S, ""
             if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
-                return len(admitted), rt.settings.max_countdown_s
+                return len(admitted), rt.settings.max_countdown_s, "cap"
             admitted.append((decision.job_id, decision.delay_ms / 1000))
-        return len(admitted), 0
+        return len(admitted), 0, ""
     finally:
         if admitted:
             dispatch.submit_many(admitted)

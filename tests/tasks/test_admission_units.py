@@ -368,3 +368,30 @@ def test_a_job_given_back_to_admission_frees_its_place_among_the_sent(make_rt):
     assert take(rt).job_id == first.id, "first in line again, and not held by itself"
     assert take(rt).kind == "ahead"
     assert admission.waiting(rt, "picwish")["interactive"] == 1
+
+
+def test_a_job_leaving_flight_does_not_replace_a_chain_paced_by_the_budget(make_rt):
+    rt = make_rt(picwish_max_rps=0.5)
+    for _ in range(3):
+        job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1
+    assert dispatch.sent[-1][0] == "admit", "the chain sleeps until the next submit slot"
+    sent = len(dispatch.sent)
+
+    assert not admission.wake(rt, "picwish", dispatch, freed=True), "the budget holds it"
+    assert len(dispatch.sent) == sent
+
+
+def test_a_job_leaving_flight_wakes_a_chain_held_by_the_in_flight_cap(make_rt):
+    rt = make_rt(picwish_max_in_flight=1)
+    for _ in range(2):
+        job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1
+    assert dispatch.sent[-1][3] == rt.settings.max_countdown_s, "held by the cap"
+
+    assert admission.wake(rt, "picwish", dispatch, freed=True), "a freed slot lifts it"
+    assert dispatch.sent[-1][:2] == ("admit", "picwish") and dispatch.sent[-1][3] == 0
