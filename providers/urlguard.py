@@ -241,7 +241,10 @@ def _range_problem(ip: IPAddress, allow_private: bool) -> str | None:
 
 class HostNotFound(InvalidInput):
     """The URL's host does not resolve now: refused, though it may resolve later (a caller
-    that retries, such as a webhook delivery, tells it from a refused address by class)."""
+    that retries, such as a webhook delivery, tells it from a refused address by class).
+    A code of its own, so a failed job's code names the cause and maps back to the class."""
+
+    code = "host_not_found"
 
 
 @dataclass(frozen=True)

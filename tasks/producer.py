@@ -206,7 +206,7 @@ def enqueue_many(requests: Iterable[Mapping[str, Any]], *, runtime: Runtime | No
             f"job{'s' if len(ids) > 1 else ''} {', '.join(ids)} recorded and queued, but the "
             f"broker did not take the message that starts admission ({broker_error}); they "
             "start once it answers again (reconcile): follow them, do not enqueue them "
-            "again", ids) from broker_error
+            "again", job_ids=ids) from broker_error
     return ids
 
 

@@ -62,9 +62,10 @@ class System:
                                     if k.lower() in Settings.model_fields})
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
-        if app.conf.broker_url != self.settings.celery_broker_url:
-            app._pool = None  # connections (and producers) for the new broker
-            app.amqp._producer_pool = None
+        # Fresh connections (and producers) for each deployment: the pooled ones may be to
+        # another broker, or closed (kombu's "Acquire on closed pool") by an earlier test.
+        app._pool = None
+        app.amqp._producer_pool = None
         app.conf.update(celery_config(self.settings))
         # Each test flushes its Redis database, bindings included, while kombu remembers
         # what it declared and would publish into an exchange with no queue bound.
