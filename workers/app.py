@@ -24,8 +24,13 @@ from workers.constants import (
 )
 from workers.settings import Settings, get_settings
 
-TASK_ROUTES = {  # each queue has its own direct exchange, so a message lands in one queue
-    name: {"queue": queue, "exchange": queue, "routing_key": queue}
+#: Each task goes to its queue by name alone. Celery then publishes to the broker's default
+#: (anonymous) exchange, which delivers by queue name: on Redis one ``LPUSH``, where naming
+#: the queue's own direct exchange cost a read of that exchange's bindings (``SMEMBERS``)
+#: for every task sent, and dropped the message if the bindings were gone (a flushed or
+#: failed-over Redis). Each queue keeps its direct exchange for consumers.
+TASK_ROUTES = {
+    name: {"queue": queue}
     for name, queue in (("enhance.admit", ADMIT_QUEUE), ("enhance.submit", SUBMIT_QUEUE),
                         ("enhance.poll", POLL_QUEUE), ("enhance.store", STORE_QUEUE),
                         ("enhance.reuse", STORE_QUEUE), ("enhance.notify", NOTIFY_QUEUE),
