@@ -23,6 +23,8 @@ from workers.runtime import get_runtime
 
 #: The issue's bound on the latency the system adds: 15 % of the provider's time + 0.5 s.
 ADDED_SHARE, ADDED_FIXED_S = 0.15, 0.5
+#: The issue's store lag bound (p95), read against ``store_step_p95_s``: the poll that saw
+#: the job done -> stored, with a dedicated store worker (the compose layout).
 STORE_LAG_BOUND_S = 1.0
 POLLS_BOUND = 1.3
 
@@ -84,6 +86,9 @@ def latency_added(recs: list[JobRecord], provider_jobs: list[dict]) -> dict:
 
     The bound is the issue's: p50 of the added time <= 15 % of the provider's own time
     (p50) + 0.5 s; ``within_own_bound`` is the share of jobs under their own such bound.
+    ``provider_done_to_stored`` is split at the poll that saw the job done: ``poll_wait``
+    before it (the poll schedule's part, under the added-time bound) and ``store_step``
+    after it, the store lag that ``store_lag_bound_s`` bounds (p95).
     """
     by_id = {job["id"]: job for job in provider_jobs}
     to_start, to_stored, added, own, within = [], [], [], [], 0

@@ -82,7 +82,8 @@ def test_orchestration_overhead_has_its_floor(report):
     for added in (f["latency_added"], f["latency_added_burst"]):
         assert added["measured_jobs"] > 0
         for name in ("provider_time_p50_s", "added_p50_s", "added_bound_at_p50_s",
-                     "enqueue_to_provider_p95_s", "provider_done_to_stored_p95_s"):
+                     "enqueue_to_provider_p95_s", "provider_done_to_stored_p95_s",
+                     "store_step_p95_s"):
             assert number(added[name], positive=True), name
     assert f["latency_added"]["succeeded"] == f["latency_added"]["jobs"]
 
