@@ -12,6 +12,7 @@ result lives (``tasks.store``), so its task has no retry limit of its own.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import redis
 from celery import Task
@@ -111,7 +112,16 @@ def submit(self: Task, job_id: str, *_old: object) -> None:
 @app.task(name="enhance.poll", base=JobTask, bind=True, max_retries=30)
 def poll(self: Task, job_id: str, token: str, waited: float = 0.0) -> None:
     """Ask the provider about a job once; schedule the next poll or the store."""
-    run_step(self, pipeline.poll_job, job_id, token, waited)
+    run_step(self, pipeline.poll_job, job_id, token, waited, due_at(self.request.eta))
+
+
+def due_at(eta: str | datetime | None) -> datetime | None:
+    """When a task's countdown ended: Celery's ``eta`` (ISO text in the message; None
+    for a task sent without a countdown), made aware (UTC when it names no zone)."""
+    if eta is None:
+        return None
+    when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @app.task(name="enhance.store", base=JobTask, bind=True, max_retries=None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import redis
@@ -259,11 +259,12 @@ def poll_overdue_s(settings) -> float:
 
 
 def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
-             waited: float = 0.0) -> None:
+             waited: float = 0.0, due_at: datetime | None = None) -> None:
     """Ask the provider once about a job; finish it or schedule the next poll.
 
     ``waited``: seconds this poll has already waited on the budget (0: it comes on time;
-    messages from before it was counted say ``True``, read as one second).
+    messages from before it was counted say ``True``, read as one second). ``due_at``:
+    when this message's countdown ended (None: it runs on time); a busy worker runs later.
     """
     waited = float(waited)
     record = rt.jobs.get(job_id)
@@ -282,7 +283,12 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
     except ProtocolError as exc:
         _poll_again_after_garbled_answer(rt, dispatch, record, token, exc)
         return
-    apply_status(rt, dispatch, record, token, status, waited_s=waited)
+    apply_status(rt, dispatch, record, token, status, waited_s=waited, late_s=_late_s(due_at))
+
+
+def _late_s(due_at: datetime | None) -> float:
+    """Seconds since ``due_at`` (0 without one, or on a clock behind the sender's)."""
+    return max((utcnow() - due_at).total_seconds(), 0.0) if due_at is not None else 0.0
 
 
 def _defer_poll(rt, dispatch: Dispatcher, record: JobRecord, token: str, wait_s: float,
@@ -313,13 +319,13 @@ def _poll_again_after_garbled_answer(rt, dispatch: Dispatcher, record: JobRecord
 
 
 def apply_status(rt, dispatch: Dispatcher, record: JobRecord, token: str, status: JobStatus,
-                 *, waited_s: float = 0.0) -> None:
+                 *, waited_s: float = 0.0, late_s: float = 0.0) -> None:
     """Act on one provider answer for the poll holding ``token`` (which waited ``waited_s``
-    on the budget before it asked)."""
+    on the budget, then ran ``late_s`` after its message was due, before it asked)."""
     if status.phase is Phase.IN_PROGRESS:
         _schedule_next_poll(rt, dispatch, record, token, status)
     elif status.phase is Phase.COMPLETED:
-        _start_storing(rt, dispatch, record, token, status, waited_s=waited_s)
+        _start_storing(rt, dispatch, record, token, status, waited_s=waited_s, late_s=late_s)
     else:
         cls = error_for_code(status.error_code or "provider_failed")
         if not issubclass(cls, (ProviderJobFailed, InvalidInput)):
@@ -355,27 +361,32 @@ def _size_class(record: JobRecord) -> str:
     return size_class(image.megapixels if image else None)
 
 
-def _learn_duration(rt: Runtime, record: JobRecord, waited_s: float) -> None:
+def _learn_duration(rt: Runtime, record: JobRecord, waited_s: float, late_s: float) -> None:
     """Teach the duration model how long this job took the provider.
 
-    Under a cap the model must not learn the budget's waits, or it times first polls
-    later, they wait as long again, and so on (the benchmark's capped scenario saw first
-    polls 20-30 s after the submit of 2-6 s jobs): the look that found the job done
-    counts from when it was due (``waited_s`` earlier), and the job was last seen in
-    progress at its first in-progress poll (the ``processing`` transition), not at
-    ``updated_at``, which a deferred poll moves too.
+    The model must not learn our own delays, or it times first polls later, they are
+    as late again, and so on: the look that found the job done counts from when it was
+    due (``waited_s`` on the budget and ``late_s`` on a busy worker earlier). Under a cap
+    the budget's waits had put first polls 20-30 s after the submit of 2-6 s jobs; after
+    a 500-job burst busy workers' late polls had put them at 9.6 s. A look that ran late
+    cannot tell when the job ended, so past ``LATE_LOOK_SHARE`` it teaches nothing
+    (``DurationModel.observe``). The job was last seen in progress at its first
+    in-progress poll (the ``processing`` transition), not at ``updated_at``, which a
+    deferred poll moves too; that poll's own lateness stays in: the provider said the job
+    was still running when it asked.
     """
     submitted = record.transitions.get(JobState.SUBMITTED.value)
     if submitted is None:
         return
-    done_s = (utcnow() - submitted).total_seconds() - waited_s
+    done_s = (utcnow() - submitted).total_seconds() - waited_s - late_s
     seen = record.transitions.get(JobState.PROCESSING.value)
     last_s = (seen - submitted).total_seconds() if seen is not None else None
-    rt.durations.observe(record.provider, record.model, _size_class(record), done_s, last_s)
+    rt.durations.observe(record.provider, record.model, _size_class(record), done_s, last_s,
+                         late_s=late_s)
 
 
 def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatus,
-                   *, waited_s: float = 0.0) -> None:
+                   *, waited_s: float = 0.0, late_s: float = 0.0) -> None:
     updated = rt.jobs.update(
         record.id, _holds(token),
         lambda r: {"state": JobState.STORING, "progress": 100, "poll_count": r.poll_count + 1,
@@ -389,7 +400,7 @@ def _start_storing(rt, dispatch, record: JobRecord, token: str, status: JobStatu
     )
     if updated is None:
         return
-    _learn_duration(rt, record, waited_s)
+    _learn_duration(rt, record, waited_s, late_s)
     events.transition(rt, updated)
     if status.result_bytes is not None:  # the result is already here: store it now
         store_bytes(rt, updated, status.result_bytes)
