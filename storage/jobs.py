@@ -151,6 +151,7 @@ class JobRecord(BaseModel):
     submit_started_at: datetime | None = None  # set before the paid call is made
     provider_job_id: str | None = None
     poll_count: int = 0
+    first_look_late_s: float = 0.0  # how long after it was due the first poll ran
     poll_token: str | None = None  # the one scheduled poll allowed to act next
     progress: int | None = None
     cost: float | None = None

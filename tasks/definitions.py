@@ -11,6 +11,7 @@ result lives (``tasks.store``), so its task has no retry limit of its own.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
 
@@ -112,7 +113,9 @@ def submit(self: Task, job_id: str, *_old: object) -> None:
 @app.task(name="enhance.poll", base=JobTask, bind=True, max_retries=30)
 def poll(self: Task, job_id: str, token: str, waited: float = 0.0) -> None:
     """Ask the provider about a job once; schedule the next poll or the store."""
-    run_step(self, pipeline.poll_job, job_id, token, waited, due_at(self.request.eta))
+    # Not one of the step's arguments: run_step sends those again after a 429.
+    step = functools.partial(pipeline.poll_job, due_at=due_at(self.request.eta))
+    run_step(self, step, job_id, token, waited)
 
 
 def due_at(eta: str | datetime | None) -> datetime | None:

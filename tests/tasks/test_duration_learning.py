@@ -1,7 +1,8 @@
 """What the duration model learns from a finished job: the provider's time, not our delays.
 
-A poll counts from when it was due, not from when a busy worker ran it (or after its waits
-on the budget), and a poll run late teaches nothing. The steps are called directly (real
+The poll that finds a job done counts from when it was due, not from when a busy worker
+ran it (nor after its waits on the budget), and a job whose first poll ran late teaches
+nothing. The steps are called directly (real
 Redis and sandbox, a recording dispatcher), and once through a real worker, whose poll
 task reads its due time from Celery's ``eta``. The submit is backdated by far more than
 the test takes, so no assertion depends on how fast it runs.
@@ -14,18 +15,20 @@ from datetime import timedelta
 
 import pytest
 
+from providers.base import JobStatus, Phase
 from storage.jobs import JobState, utcnow
 from tasks import definitions, pipeline
 from tasks.schedule import (
     DONE_AT_FIRST_POLL_SHRINK,
     LATE_LOOK_SHARE,
     DurationModel,
+    first_look_late,
     first_poll_delay_s,
 )
 from tests.system import image_bytes
 from tests.tasks.test_lean_polling import BENCH_SETTINGS
 
-DUE_S = 30.0  # seconds after the submit the poll was due (3 s late teaches nothing)
+DUE_S = 60.0  # seconds after the submit the poll was due (6 s late is late)
 
 
 def backdated_submitted_job(system, rt, dispatch, ago_s: float):
@@ -53,16 +56,16 @@ def _instant_jobs(sandbox):
 
 
 def test_a_poll_run_a_little_late_counts_from_when_it_was_due(system, rt, dispatch):
-    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 0.5)  # 0.5 s late
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 2)  # 2 s late
 
     pipeline.poll_job(rt, dispatch, record.id, record.poll_token, 0.0, due(record, DUE_S))
 
     assert rt.jobs.get(record.id).state is JobState.STORING
     # Done at the first look: a bit less than when it was due (not than when it ran).
-    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.01)]
+    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.3)]
 
 
-def test_a_poll_run_late_teaches_nothing(system, rt, dispatch):
+def test_a_first_poll_run_late_teaches_nothing(system, rt, dispatch):
     late_s = LATE_LOOK_SHARE * DUE_S + 30
     record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + late_s)
 
@@ -74,25 +77,68 @@ def test_a_poll_run_late_teaches_nothing(system, rt, dispatch):
 
 def test_budget_waits_come_off_and_do_not_make_a_poll_late(system, rt, dispatch):
     waited_s = 10.0  # deferred by the budget: this message was due 10 s after the first
-    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + waited_s + 0.5)
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + waited_s + 2)
 
     pipeline.poll_job(rt, dispatch, record.id, record.poll_token, waited_s,
                       due(record, DUE_S + waited_s))
 
-    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.01)]
+    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.3)]
+
+
+def test_a_job_seen_running_on_time_is_learnt_though_a_later_poll_ran_late(
+        system, rt, dispatch, sandbox):
+    """Only the first look decides: dropping jobs whose later looks ran late would keep
+    the short jobs (done at the first look) and drop the long ones."""
+    sandbox.configure(processing_time_s=(600.0, 600.0))
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 30.5)
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token, 0.0, due(record, DUE_S))
+    first = rt.jobs.get(record.id)  # seen running by a first poll run 30.5 s late
+    seen_s = (first.transitions[JobState.PROCESSING.value]
+              - first.transitions[JobState.SUBMITTED.value]).total_seconds()
+    assert first.state is JobState.PROCESSING and first.first_look_late_s >= 30.0
+    assert first_look_late(first.first_look_late_s, seen_s - first.first_look_late_s)
+
+    on_time = pipeline.new_token()  # as if that first look had run on time
+    rt.jobs.update(record.id, lambda r: True,
+                   lambda r: {"first_look_late_s": 0.0, "poll_token": on_time})
+    pipeline.apply_status(rt, dispatch, rt.jobs.get(record.id), on_time, done_status(first),
+                          late_s=20.0)  # found done by a poll that ran 20 s late
+
+    assert rt.jobs.get(record.id).state is JobState.STORING
+    # Between the look that saw it running and when the look that saw it done was due.
+    assert learnt(rt, record) == [pytest.approx(seen_s - 10.0, abs=0.3)]
+
+
+def test_a_job_whose_first_poll_ran_late_teaches_nothing_when_found_done_later(
+        system, rt, dispatch, sandbox):
+    sandbox.configure(processing_time_s=(600.0, 600.0))
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 30.5)
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token, 0.0, due(record, DUE_S))
+    first = rt.jobs.get(record.id)
+
+    pipeline.apply_status(rt, dispatch, first, first.poll_token, done_status(first))
+
+    assert rt.jobs.get(record.id).state is JobState.STORING
+    assert learnt(rt, record) == []
+
+
+def done_status(record) -> JobStatus:
+    return JobStatus(provider=record.provider, job_id=record.provider_job_id,
+                     phase=Phase.COMPLETED, raw_status="COMPLETED",
+                     result_url="http://example.invalid/result.jpg")
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_poll_task_reads_its_due_time_from_celery(system, rt, dispatch):
     system.start_worker(concurrency=1)
-    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 0.5)
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 2)
 
     definitions.poll.apply_async((record.id, record.poll_token, 0.0), eta=due(record, DUE_S))
     [done] = system.wait([record.id], timeout_s=60)
 
     assert done.state is JobState.SUCCEEDED
-    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.01)]
+    assert learnt(rt, record) == [pytest.approx(DUE_S * DONE_AT_FIRST_POLL_SHRINK, abs=0.3)]
 
 
 def test_celery_eta_text_and_none_read_as_due_times():
@@ -104,7 +150,8 @@ def test_celery_eta_text_and_none_read_as_due_times():
 
 def replay(model: DurationModel, rng: random.Random, jobs: int, late_s: tuple[float, float]):
     """Jobs of 2-6 s, one after another, whose polls all run ``late_s`` late, each taught
-    as the pipeline teaches it (done: when that look was due; running: when a look ran)."""
+    as the pipeline teaches it (done: when that look was due; running: when a look ran;
+    nothing when the first look ran late)."""
     for _ in range(jobs):
         duration_s = rng.uniform(2.0, 6.0)
         due_s = first_poll_delay_s("hitpaw", BENCH_SETTINGS, rng,
@@ -114,17 +161,18 @@ def replay(model: DurationModel, rng: random.Random, jobs: int, late_s: tuple[fl
         while due_s + late < duration_s:  # seen running when the late poll ran
             first_in_progress_s = first_in_progress_s or due_s + late
             due_s = due_s + late + 0.25 * BENCH_SETTINGS.hitpaw_poll_interval_s
-        model.observe("hitpaw", "general_2x", "s", due_s, first_in_progress_s, late_s=late)
+        first_due_s = due_s if first_in_progress_s is None else first_in_progress_s - late
+        if not first_look_late(late, first_due_s):
+            model.observe("hitpaw", "general_2x", "s", due_s, first_in_progress_s)
 
 
-@pytest.mark.parametrize("late_s", [(1.0, 3.0), (3.0, 8.0)])
+@pytest.mark.parametrize("late_s", [(1.5, 3.0), (3.0, 8.0)])
 def test_late_polls_of_a_burst_leave_the_prediction_where_on_time_ones_put_it(redis_client,
                                                                               late_s):
     """2-6 s jobs (80th percentile 5.2 s), 100 polled on time, then 500 polled late by
     busy workers. Taught from when they ran, the late polls pushed the prediction from
-    about 5 s to 10 s (1-3 s late) or 26 s (3-8 s late); from when they were due and
-    shrunk like on-time ones, they pulled it down to 3.4-3.8 s or 2.7 s; from when they
-    were due without the shrink, the jitter's upper draws lifted it to 7-7.5 s."""
+    about 5 s to 10 s (1.5-3 s late) or 26 s (3-8 s late); from when they were due and
+    shrunk like on-time ones, they pulled it down to 3.0-3.8 s or 2.7 s (seeds 5-7)."""
     rng = random.Random(5)
     model = DurationModel(redis_client, prefix=f"eq:test-durations:late:{late_s[0]}:")
     replay(model, rng, 100, (0.0, 0.05))
