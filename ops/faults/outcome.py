@@ -41,12 +41,14 @@ class Batch:
 
 
 class Observer:
-    """Samples the batch's records in a thread; keeps every distinct update time per job."""
+    """Samples the batch's records in a thread; keeps every distinct update time per job,
+    and the state each update left it in."""
 
     def __init__(self, batch: Batch, interval_s: float = 1.0) -> None:
         self.batch = batch
         self.interval_s = interval_s
         self.updates: dict[str, set[float]] = {}
+        self.states: dict[str, dict[float, str]] = {}  # job -> update time -> state
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="observer")
@@ -67,18 +69,40 @@ class Observer:
                 self.errors += 1
                 continue
             for rec in recs:
-                self.updates.setdefault(rec.id, set()).add(rec.updated_at.timestamp())
+                at = rec.updated_at.timestamp()
+                self.updates.setdefault(rec.id, set()).add(at)
+                self.states.setdefault(rec.id, {})[at] = rec.state.value
 
-    def moved_again_s(self, at: float, job_ids: list[str], records: list[JobRecord]) -> list[float]:
+    def state_at(self, job_id: str, at: float) -> str:
+        """The job's state as last seen updated at or before ``at`` ("unseen" if never)."""
+        seen = [t for t in self.states.get(job_id, {}) if t <= at]
+        return self.states[job_id][max(seen)] if seen else "unseen"
+
+    def _moved_again(self, at: float, job_ids: list[str],
+                     records: list[JobRecord]) -> dict[str, float]:
         """Seconds from ``at`` until each of ``job_ids`` was next updated (seen or final)."""
         final_at = {r.id: r.updated_at.timestamp() for r in records}
-        waits = []
+        waits = {}
         for job_id in job_ids:
             after = [t for t in sorted(self.updates.get(job_id, ())) if t > at]
             moved = after[0] if after else final_at.get(job_id)
             if moved is not None and moved > at:
-                waits.append(moved - at)
+                waits[job_id] = moved - at
         return waits
+
+    def moved_again_s(self, at: float, job_ids: list[str], records: list[JobRecord]) -> list[float]:
+        """Seconds from ``at`` until each of ``job_ids`` was next updated (seen or final)."""
+        return list(self._moved_again(at, job_ids, records).values())
+
+    def moved_again_by_state(self, kills: list[dict], records: list[JobRecord]) -> dict:
+        """``moved_again_s`` of every kill's jobs, grouped by the state each job was in at
+        its kill: which step's re-drive sets the recovery time."""
+        waits: dict[str, list[float]] = {}
+        for kill in kills:
+            for job_id, wait in self._moved_again(kill["at"], kill["jobs"], records).items():
+                waits.setdefault(self.state_at(job_id, kill["at"]), []).append(wait)
+        return {state: {"jobs": len(w), "p50_s": rounded(percentile(w, 50)),
+                        "max_s": rounded(max(w))} for state, w in sorted(waits.items())}
 
     def recovery_s(self, at: float, records: list[JobRecord]) -> dict:
         """Seconds from ``at`` until each job not final then was updated again."""

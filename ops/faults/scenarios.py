@@ -61,6 +61,7 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
                         [w for waits in own for w in waits], 50)),
                     "recovery_after_kill_max_s": rounded(max(
                         (w for waits in own for w in waits), default=0.0)),
+                    "recovery_after_kill_by_state": observer.moved_again_by_state(kills, records),
                     "all_jobs_moved_again_after_kill_max_s": max(
                         (r["max_s"] for r in everyone), default=0.0)})
     return {"params": P.as_dict(p), "figures": figures,
