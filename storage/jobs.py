@@ -350,6 +350,24 @@ class JobStore:
             self._remember(job_id, raw)
         return parse_record(job_id, raw)
 
+    def get_and_hold(self, job_id: str, hold_s: float) -> JobRecord:
+        """``get``, and in the same round trip push the job's due time to ``hold_s`` from
+        now (never earlier than it was, and only while it is due at all).
+
+        A step that has started holds its job this way for its own longest run, so a
+        step scheduled for later can be taken for lost soon after it was due (its worker
+        died holding the message) without re-driving one that is still running. The hold
+        lives in the due set only; the step's next write replaces it.
+        """
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.record_key(job_id))
+            pipe.zadd(self._key("due"), {job_id: utcnow().timestamp() + hold_s}, xx=True,
+                      gt=True)
+            raw, _ = pipe.execute()
+        if raw is not None:
+            self._remember(job_id, raw)
+        return parse_record(job_id, raw)
+
     def _remember(self, job_id: str, raw: bytes) -> None:
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()  # cheap and safe: a forgotten version only costs a read

@@ -24,6 +24,7 @@ from providers.errors import (
 from storage.errors import StorageFailed, StorageUnavailable
 from storage.jobs import Guard, JobError, JobRecord, JobState, utcnow
 from tasks import events
+from tasks.claim import claim_live
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.pipeline")
@@ -77,17 +78,6 @@ def check_still_possible(rt: Runtime, record: JobRecord) -> None:
     if record.state is JobState.STORING and expires_at and now > expires_at:
         raise ResultExpired(f"the result expired at {expires_at.isoformat()} "
                             "before it could be stored", record.provider)
-
-
-def claim_live(rt: Runtime, record: JobRecord) -> bool:
-    """A submit holds the job's claim and may still be inside the paid call.
-
-    The claim's lease (``Settings.step_lease_s``) outlasts the call's overall deadline, so a
-    call still waiting for its answer is never taken for lost (and never paid twice).
-    """
-    started = record.submit_started_at
-    return started is not None and \
-        utcnow() < started + timedelta(seconds=rt.settings.step_lease_s)
 
 
 def _check_queued(rt: Runtime, record: JobRecord, now: datetime) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 import redis
@@ -44,7 +44,8 @@ from storage.jobs import (
     utcnow,
 )
 from tasks import admission, events, spend, staging
-from tasks.jobsteps import check_still_possible, claim_live, fail_job
+from tasks.claim import Renewal, claim_expires_at, claim_fields, claim_live
+from tasks.jobsteps import check_still_possible, fail_job
 from tasks.schedule import first_look_late, first_poll_delay_s, next_poll_delay_s, size_class
 from tasks.store import store_bytes
 from workers.runtime import Runtime
@@ -146,7 +147,7 @@ def _release_claim(rt: Runtime, record: JobRecord) -> None:
     rt.jobs.update(
         record.id,
         lambda r: r.state is JobState.QUEUED and r.submit_started_at == record.submit_started_at,
-        lambda r: {"submit_started_at": None,
+        lambda r: {"submit_started_at": None, "lease_expires_at": None,
                    "next_check_at": seconds_from_now(rt.settings.step_lease_s
                                                      + rt.settings.max_countdown_s)},
     )
@@ -162,13 +163,12 @@ def _claim_durably(rt, job_id: str, started) -> JobRecord | None:
         return rt.jobs.update(
             job_id,
             lambda r: r.state is JobState.QUEUED and r.submit_started_at is None,
-            lambda r: {"submit_started_at": started,
-                       "next_check_at": started + timedelta(seconds=rt.settings.step_lease_s)},
+            lambda r: claim_fields(rt, started),
             durable=True,
         )
     except NotDurable:
         rt.jobs.update(job_id, lambda r: r.submit_started_at == started,
-                       lambda r: {"submit_started_at": None})
+                       lambda r: {"submit_started_at": None, "lease_expires_at": None})
         raise
 
 
@@ -181,7 +181,8 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
     """
     rt.budget.mark_sent(record.provider, record.id)  # admission took its place; it goes now
     try:
-        return events.counted(rt, record.provider, "submit", provider.submit, request)
+        with Renewal(rt, record):  # the claim outlives the call, however long it takes
+            return events.counted(rt, record.provider, "submit", provider.submit, request)
     except InsufficientCredits as exc:  # not charged: the job waits for the top-up
         spend.refund(rt, reservation)
         _release_claim(rt, record)
@@ -231,7 +232,7 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
         in_states(JobState.QUEUED),
         lambda r: {"state": JobState.SUBMITTED, "provider_job_id": sub.job_id,
                    "cost": sub.cost, "deadline_at": seconds_from_now(deadline_s),
-                   "poll_token": token,
+                   "poll_token": token, "lease_expires_at": None,  # the claim's, now done
                    "next_check_at": seconds_from_now(delay + poll_overdue_s(settings))},
     )
     events.charged(rt, record.provider, sub.cost)
@@ -250,11 +251,21 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
 
 
 def poll_overdue_s(settings) -> float:
-    """How long after a poll is due it is re-driven: its own HTTP call's time plus a grace.
+    """How long after a poll is due it is taken for lost if it has not started.
 
-    A poll is a short step (one bounded request), so a worker that died holding it is
-    noticed soon after; a longer-running poll is not re-driven while its call can last.
+    A worker that dies holding scheduled polls (countdowns live in its memory) leaves them
+    unstarted: reconcile re-drives them this soon after they were due. A poll that has
+    started holds its job for ``poll_lease_s`` instead, so it is never re-driven while its
+    call can last; one merely late to start is re-driven at worst once, and its own run
+    then finds a stale token and asks nothing.
     """
+    return settings.poll_grace_s
+
+
+def poll_lease_s(settings) -> float:
+    """How long a started poll holds its job: its request's connect and read timeouts plus
+    the grace. A body still dripping past that (up to ``HTTP_DEADLINE_S``) may see the poll
+    re-driven: a poll is a free read, and the stale one's answer is dropped by its token."""
     return settings.http_connect_timeout_s + settings.http_read_timeout_s + settings.poll_grace_s
 
 
@@ -267,7 +278,7 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
     when this message's countdown ended (None: it runs on time); a busy worker runs later.
     """
     waited = float(waited)
-    record = rt.jobs.get(job_id)
+    record = rt.jobs.get_and_hold(job_id, poll_lease_s(rt.settings))
     if record.state not in POLLING or record.poll_token != token:
         log.debug("job %s: stale poll %s ignored", job_id, token)
         return
@@ -487,8 +498,8 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
 
 def _redrive_queued(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     """A live submit claim is left alone; an unclaimed overdue job goes back to admission."""
-    if record.submit_started_at is not None:  # live (a lapsed claim raised above)
-        lease_end = record.submit_started_at + timedelta(seconds=rt.settings.step_lease_s)
+    lease_end = claim_expires_at(rt, record)
+    if lease_end is not None:  # live (a lapsed claim raised above)
         rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
                        lambda r: {"next_check_at": lease_end})
         return 0
@@ -503,8 +514,8 @@ def _redrive_queued(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int
 
 def _redrive_overdue_s(rt: Runtime, state: JobState) -> float:
     """How long a re-driven step may take before it is overdue again."""
-    if state in POLLING:
-        return poll_overdue_s(rt.settings)
+    if state in POLLING:  # sent now, but it may wait behind a busy worker's queue
+        return poll_lease_s(rt.settings)
     if state is JobState.STORING:
         return rt.settings.store_lease_s
     return rt.settings.stale_after_s

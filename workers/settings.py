@@ -152,13 +152,18 @@ class Settings(BaseSettings):
     store_prefetch_multiplier: int = Field(1, ge=1)  # ...on a worker of the store queue only
     store_lease_s: float = Field(30.0, ge=3)  # a store holds its job this long, renewed
     store_retry_window_s: int = Field(3600, ge=60)  # retry a store this long if no expiry
-    poll_grace_s: float = Field(5.0, gt=0)  # + HTTP timeouts: when a lost poll is re-driven
-    # A submit's claim and an admission run hold their job (chain) for one paid call
-    # (HTTP_CONNECT_TIMEOUT_S + HTTP_DEADLINE_S) plus this; then reconcile takes them for lost.
+    # A scheduled poll not started this long after it was due is re-driven (its worker died
+    # holding the countdown); a started poll holds its job for its call's longest plus this.
+    poll_grace_s: float = Field(10.0, gt=0)
+    # A submit's claim holds its job this long, renewed every third of it while the paid
+    # call runs: a worker killed mid-call leaves its job this long (then outcome_unknown).
+    submit_lease_s: float = Field(20.0, ge=3)
+    # An admission run holds its chain (and a claim taken before renewals, its job) for one
+    # paid call (HTTP_CONNECT_TIMEOUT_S + HTTP_DEADLINE_S) plus this; then it is lost.
     lease_grace_s: float = Field(2.0, gt=0, le=60)
     # An admitted job whose submit has not claimed it this long, and whose message is no
     # longer waiting in the submit queue, lost that message with its worker: sent again.
-    submit_lost_after_s: float = Field(30.0, gt=0)
+    submit_lost_after_s: float = Field(15.0, gt=0)
     # Admitted jobs whose submit has not yet claimed them, per provider, at most: the rest
     # wait in admission, so the submit queue stays short (a re-sent submit is not stuck
     # behind minutes of it, and tenants' turns are not decided long before they run).
@@ -323,8 +328,8 @@ class Settings(BaseSettings):
 
     @property
     def step_lease_s(self) -> float:
-        """How long a submit's claim (and an admission run) holds its job before reconcile
-        takes it for lost: the paid call's longest (connect + overall deadline) plus
+        """How long an admission run (and a submit claim from before ``SUBMIT_LEASE_S``)
+        holds its chain or job before reconcile takes it for lost: the paid call's longest (connect + overall deadline) plus
         ``LEASE_GRACE_S``, so a call still inside its deadline is never taken for lost."""
         return self.http_connect_timeout_s + self.http_deadline_s + self.lease_grace_s
 

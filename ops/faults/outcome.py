@@ -42,7 +42,7 @@ class Batch:
 
 class Observer:
     """Samples the batch's records in a thread; keeps every distinct update time per job,
-    and the state each update left it in."""
+    and the state each update left it in (``_phase``)."""
 
     def __init__(self, batch: Batch, interval_s: float = 1.0) -> None:
         self.batch = batch
@@ -71,7 +71,7 @@ class Observer:
             for rec in recs:
                 at = rec.updated_at.timestamp()
                 self.updates.setdefault(rec.id, set()).add(at)
-                self.states.setdefault(rec.id, {})[at] = rec.state.value
+                self.states.setdefault(rec.id, {})[at] = _phase(rec)
 
     def state_at(self, job_id: str, at: float) -> str:
         """The job's state as last seen updated at or before ``at`` ("unseen" if never)."""
@@ -117,6 +117,13 @@ class Observer:
                 waits.append(after[0] - at)
         return {"jobs": len(waits), "p50_s": rounded(percentile(waits, 50)),
                 "max_s": rounded(max(waits, default=0.0))}
+
+
+def _phase(rec: JobRecord) -> str:
+    """The record's state, a queued job split by whether a submit holds its claim."""
+    if rec.state.value == "queued":
+        return "queued, claimed" if rec.submit_started_at else "queued, unclaimed"
+    return rec.state.value
 
 
 def paid_submits(sandbox_jobs: list[dict], batch: Batch) -> Counter:

@@ -334,6 +334,23 @@ def test_a_new_next_check_moves_the_job_in_the_due_set(store):
     assert store.overdue(utcnow() + timedelta(seconds=61)) == [job.id]
 
 
+def test_get_and_hold_pushes_the_due_time_later_only_while_the_job_is_due(store):
+    job, _ = store.create(new_record(next_check_at=utcnow() - timedelta(seconds=5)))
+    assert store.get_and_hold(job.id, 60) == job
+    assert store.overdue(utcnow() + timedelta(seconds=59)) == []
+    assert store.overdue(utcnow() + timedelta(seconds=61)) == [job.id]
+
+    store.get_and_hold(job.id, 1)  # never earlier than it was
+    assert store.overdue(utcnow() + timedelta(seconds=59)) == []
+
+    unscheduled, _ = store.create(new_record())  # not in the due set: stays out
+    store.get_and_hold(unscheduled.id, 60)
+    assert store.overdue(utcnow() + timedelta(seconds=61)) == [job.id]
+    with pytest.raises(UnknownJob):
+        store.get_and_hold("nope", 60)
+    assert store.overdue(utcnow() + timedelta(seconds=61)) == [job.id]
+
+
 @pytest.mark.parametrize("final", [JobState.SUCCEEDED, JobState.FAILED])
 def test_a_final_state_leaves_the_due_set_and_gets_a_ttl(store, redis_client, final):
     job, _ = store.create(new_record(next_check_at=utcnow() - timedelta(seconds=5)))

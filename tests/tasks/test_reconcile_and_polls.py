@@ -17,7 +17,6 @@ from tasks import jobsteps, pipeline
 from tasks.budget import PACE_KEY
 from tests.system import image_bytes
 from tests.tasks.test_steps import force, submitted_job
-from workers.settings import Settings
 
 
 def due_ids(rt):
@@ -142,17 +141,38 @@ def test_a_good_poll_answer_resets_the_garbled_count(system, rt, dispatch, sandb
     assert (after.state, after.poll_protocol_errors) == (JobState.PROCESSING, 0)
 
 
-def test_a_lost_poll_is_overdue_soon_after_its_call_could_have_ended(system, rt, dispatch):
+def test_a_scheduled_poll_is_overdue_its_grace_after_it_was_due(system, rt, dispatch):
+    # Issue 9: a poll was overdue connect + read timeouts + grace (40 s) after it was due,
+    # so a worker killed holding countdowns left its jobs still for 40 s more. A poll not
+    # started by then is lost: its grace alone.
     record = submitted_job(system, rt, dispatch)
     delay_s = dispatch.sent[0][3]
-    bound_s = delay_s + pipeline.poll_overdue_s(rt.settings)
 
     overdue_in_s = (record.next_check_at - record.updated_at).total_seconds()
 
-    assert overdue_in_s == pytest.approx(bound_s, abs=0.05)
-    defaults = Settings()
-    assert pipeline.poll_overdue_s(defaults) + defaults.reconcile_interval_s < 60, \
-        "a poll lost with its worker moves again within a minute"
+    assert overdue_in_s == pytest.approx(delay_s + rt.settings.poll_grace_s, abs=0.05)
+
+
+def test_a_started_poll_holds_its_job_for_its_call_and_the_next_write_ends_the_hold(
+        system, rt, dispatch, sandbox):
+    sandbox.configure(processing_time_s=(30, 30))
+    record = submitted_job(system, rt, dispatch)
+    due = rt.jobs.prefix + "due"
+    hold_s = pipeline.poll_lease_s(rt.settings)
+    assert hold_s > rt.settings.http_connect_timeout_s + rt.settings.http_read_timeout_s
+
+    before = utcnow().timestamp()
+    held = rt.jobs.get_and_hold(record.id, hold_s)  # what a poll does as it starts
+    assert held == record
+    assert rt.redis.zscore(due, record.id) >= before + hold_s
+
+    _pace_passed(rt)
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token)  # still processing
+
+    after = rt.jobs.get(record.id)
+    assert rt.redis.zscore(due, record.id) == pytest.approx(after.next_check_at.timestamp())
+    assert after.next_check_at < utcnow() + timedelta(seconds=hold_s), \
+        "the next poll's own (shorter) overdue time replaced the hold"
 
 
 # --- idempotency keys ------------------------------------------------------------------

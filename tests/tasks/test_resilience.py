@@ -80,6 +80,29 @@ def test_a_lost_submit_message_gives_the_job_back_to_admission(system, sandbox):
     assert "admitted but its submit was lost" in system.logs("beat") + system.logs("worker")
 
 
+def test_a_paid_call_longer_than_the_claim_lease_renews_it_and_is_never_taken_for_lost(
+        system, sandbox):
+    # Issue 9: a claim held its job for the call's longest (52 s) so that a slow call was
+    # never taken for lost, which also left a killed worker's job that long. The claim now
+    # lasts SUBMIT_LEASE_S and is renewed while the call runs: a 5 s call against a 3 s
+    # lease, with reconcile looking every half second, must still end paid once, stored.
+    sandbox.configure(create_latency_s=(5.0, 5.0), processing_time_s=(0.2, 0.4))
+    env = {"SUBMIT_LEASE_S": "3", "RECONCILE_INTERVAL_S": "0.5",
+           "HTTP_READ_TIMEOUT_S": "10", "HTTP_DEADLINE_S": "12"}
+    system.start_worker(concurrency=2, **env)  # reconcile runs beside the call
+    system.start_beat(**env)
+    job_id = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    system.wait([job_id], timeout_s=30,
+                until=lambda rs: rs[0].submit_started_at is not None)
+
+    [record] = system.wait([job_id], timeout_s=60)
+
+    assert (record.state.value, record.error) == ("succeeded", None)
+    assert sandbox.count(provider="hitpaw", kind="submit") == 1
+    assert record.lease_expires_at is None, "the claim's lease ended with the submission"
+    assert "claim not renewed" not in system.logs("worker")
+
+
 def test_a_submit_interrupted_after_the_paid_call_fails_as_outcome_unknown(system, sandbox):
     from datetime import UTC, datetime, timedelta
 

@@ -250,9 +250,10 @@ def test_a_dead_workers_jobs_move_again_within_a_minute_by_default():
     # Issue 9: a claim held STALE_AFTER_S (120 s), so a worker SIGKILLed mid-submit left
     # its job 124 s. Each lease plus one reconcile period now stays under 60 s.
     s = Settings()
-    leases = {"submit claim / admission run": s.step_lease_s,
-              "poll (from its due time)": s.http_connect_timeout_s + s.http_read_timeout_s
-              + s.poll_grace_s,
+    leases = {"submit claim (renewed while its call runs)": s.submit_lease_s,
+              "admission run": s.step_lease_s,
+              "poll not started (from its due time)": s.poll_grace_s,
+              "poll started": s.http_connect_timeout_s + s.http_read_timeout_s + s.poll_grace_s,
               "store": s.store_lease_s, "lost submit message": s.submit_lost_after_s}
     for what, lease_s in leases.items():
         assert lease_s + s.reconcile_interval_s < 60, what
