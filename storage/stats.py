@@ -2,7 +2,8 @@
 
 Fields: ``requests:<provider>:<kind>`` (submit, poll), ``rate_limited:<provider>``,
 ``submit_outcome_unknown:<provider>`` (failed submits that may have been charged),
-``cost:<provider>``, ``reused:<provider>`` (jobs settled from an identical job's result)
+``redriven:<state>`` (overdue steps reconcile re-drove: a worker lost, or a poll late
+to start), ``cost:<provider>``, ``reused:<provider>`` (jobs settled from an identical job's result)
 and ``saved:<provider>`` (the cost those jobs did not pay), ``stored``, ``store_lag_s_sum`` / ``store_lag_count`` (completed to
 stored), ``failed:<code>``, and the latency histograms of succeeded jobs
 (``hist:<name>:<provider>:<model>:le=<bound>`` per bucket, not cumulative, with ``:sum``

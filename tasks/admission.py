@@ -368,8 +368,16 @@ def admission_log(rt: Runtime, provider: str) -> list[tuple[str, str, str]]:
 
 
 def _lease_ms(rt: Runtime) -> int:
-    """How long past its due time a chain is live: a run sends submits, it gets their lease."""
-    return int(rt.settings.step_lease_s * 1000)
+    """How long past its due time (or a run's start) a chain is live: ``POLL_GRACE_S``.
+
+    A run is a few Redis calls and one dispatch. A chain whose run died with its worker
+    (the countdown lived in its memory) lapses this soon, and the next wake-up or
+    reconcile starts a new one; while the key lived, every wake-up took the dead chain
+    for live (a worker killed in the crash storm left queued jobs waiting ~50 s). A run
+    merely late to start is replaced at worst once: the late one finds itself stale, and
+    one job is never admitted twice (``admit_one`` is atomic).
+    """
+    return int(rt.settings.poll_grace_s * 1000)
 
 
 def wake(rt: Runtime, provider: str, dispatch=None, *, revive_only: bool = False,

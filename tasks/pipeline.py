@@ -489,6 +489,7 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
         dispatch.reuse(moved.id)
         return 1
     log.warning("job %s: %s step overdue, re-driven", record.id, record.state.value)
+    rt.stats.incr(f"redriven:{record.state.value}")
     if moved.state in POLLING:
         dispatch.poll(moved.id, moved.poll_token, 0)
     else:

@@ -152,14 +152,15 @@ class Settings(BaseSettings):
     store_prefetch_multiplier: int = Field(1, ge=1)  # ...on a worker of the store queue only
     store_lease_s: float = Field(30.0, ge=3)  # a store holds its job this long, renewed
     store_retry_window_s: int = Field(3600, ge=60)  # retry a store this long if no expiry
-    # A scheduled poll not started this long after it was due is re-driven (its worker died
-    # holding the countdown); a started poll holds its job for its call's longest plus this.
+    # A scheduled poll or admission run not started this long after it was due is taken
+    # for lost (its worker died holding the countdown) and re-driven; a started poll holds
+    # its job for its call's timeouts plus this.
     poll_grace_s: float = Field(10.0, gt=0)
     # A submit's claim holds its job this long, renewed every third of it while the paid
     # call runs: a worker killed mid-call leaves its job this long (then outcome_unknown).
     submit_lease_s: float = Field(20.0, ge=3)
-    # An admission run holds its chain (and a claim taken before renewals, its job) for one
-    # paid call (HTTP_CONNECT_TIMEOUT_S + HTTP_DEADLINE_S) plus this; then it is lost.
+    # A submit claim taken before SUBMIT_LEASE_S existed holds its job for one paid call
+    # (HTTP_CONNECT_TIMEOUT_S + HTTP_DEADLINE_S) plus this; then it is lost.
     lease_grace_s: float = Field(2.0, gt=0, le=60)
     # An admitted job whose submit has not claimed it this long, and whose message is no
     # longer waiting in the submit queue, lost that message with its worker: sent again.
@@ -167,7 +168,7 @@ class Settings(BaseSettings):
     # Admitted jobs whose submit has not yet claimed them, per provider, at most: the rest
     # wait in admission, so the submit queue stays short (a re-sent submit is not stuck
     # behind minutes of it, and tenants' turns are not decided long before they run).
-    admit_ahead: int = Field(64, ge=1)
+    admit_ahead: int = Field(32, ge=1)
     poll_protocol_retries: int = Field(3, ge=0)  # garbled poll answers asked again in a row
     lifecycle_inputs_expire_days: int = Field(7, ge=1)  # backstop for staged inputs
     lifecycle_abort_incomplete_days: int = Field(1, ge=1)  # backstop for lost uploads
@@ -328,9 +329,8 @@ class Settings(BaseSettings):
 
     @property
     def step_lease_s(self) -> float:
-        """How long an admission run (and a submit claim from before ``SUBMIT_LEASE_S``)
-        holds its chain or job before reconcile takes it for lost: the paid call's longest (connect + overall deadline) plus
-        ``LEASE_GRACE_S``, so a call still inside its deadline is never taken for lost."""
+        """The paid call's longest (connect + overall deadline) plus ``LEASE_GRACE_S``: how
+        long a submit claim taken before ``SUBMIT_LEASE_S`` existed holds its job."""
         return self.http_connect_timeout_s + self.http_deadline_s + self.lease_grace_s
 
     @model_validator(mode="after")

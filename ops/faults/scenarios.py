@@ -62,6 +62,8 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
                     "recovery_after_kill_max_s": rounded(max(
                         (w for waits in own for w in waits), default=0.0)),
                     "recovery_after_kill_by_state": observer.moved_again_by_state(kills, records),
+                    "reconcile_redriven": {k: int(v) for k, v in get_runtime().stats.read().items()
+                                           if k.startswith("redriven:")},
                     "all_jobs_moved_again_after_kill_max_s": max(
                         (r["max_s"] for r in everyone), default=0.0)})
     return {"params": P.as_dict(p), "figures": figures,

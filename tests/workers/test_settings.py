@@ -251,7 +251,7 @@ def test_a_dead_workers_jobs_move_again_within_a_minute_by_default():
     # its job 124 s. Each lease plus one reconcile period now stays under 60 s.
     s = Settings()
     leases = {"submit claim (renewed while its call runs)": s.submit_lease_s,
-              "admission run": s.step_lease_s,
+              "admission run (from its due time)": s.poll_grace_s,
               "poll not started (from its due time)": s.poll_grace_s,
               "poll started": s.http_connect_timeout_s + s.http_read_timeout_s + s.poll_grace_s,
               "store": s.store_lease_s, "lost submit message": s.submit_lost_after_s}
