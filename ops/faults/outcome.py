@@ -16,6 +16,7 @@ from datetime import datetime
 
 from ops.bench.measure import percentile, rounded
 from storage.jobs import JobRecord
+from tasks.pipeline import POLLING, poll_overdue_s
 from workers.runtime import get_runtime
 
 CHUNK = 500
@@ -48,7 +49,8 @@ class Observer:
         self.batch = batch
         self.interval_s = interval_s
         self.updates: dict[str, set[float]] = {}
-        self.states: dict[str, dict[float, str]] = {}  # job -> update time -> state
+        # job -> update time -> (its state, when its scheduled poll is due, if one is)
+        self.seen: dict[str, dict[float, tuple[str, float | None]]] = {}
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="observer")
@@ -71,12 +73,23 @@ class Observer:
             for rec in recs:
                 at = rec.updated_at.timestamp()
                 self.updates.setdefault(rec.id, set()).add(at)
-                self.states.setdefault(rec.id, {})[at] = _phase(rec)
+                self.seen.setdefault(rec.id, {})[at] = (_phase(rec), _poll_due(rec))
+
+    def _last(self, job_id: str, at: float) -> tuple[str, float | None]:
+        """The job as last seen updated at or before ``at``: state, poll due time."""
+        seen = self.seen.get(job_id, {})
+        before = [t for t in seen if t <= at]
+        return seen[max(before)] if before else ("unseen", None)
 
     def state_at(self, job_id: str, at: float) -> str:
         """The job's state as last seen updated at or before ``at`` ("unseen" if never)."""
-        seen = [t for t in self.states.get(job_id, {}) if t <= at]
-        return self.states[job_id][max(seen)] if seen else "unseen"
+        return self._last(job_id, at)[0]
+
+    def due_at(self, job_id: str, at: float) -> float:
+        """When the job's next step was due, as seen at ``at``: its scheduled poll's due
+        time, or ``at`` itself for a step already under way (a claim, a store)."""
+        poll_due = self._last(job_id, at)[1]
+        return at if poll_due is None else max(poll_due, at)
 
     def _moved_again(self, at: float, job_ids: list[str],
                      records: list[JobRecord]) -> dict[str, float]:
@@ -97,12 +110,24 @@ class Observer:
     def moved_again_by_state(self, kills: list[dict], records: list[JobRecord]) -> dict:
         """``moved_again_s`` of every kill's jobs, grouped by the state each job was in at
         its kill: which step's re-drive sets the recovery time."""
-        waits: dict[str, list[float]] = {}
+        waits: dict[str, list[tuple[float, float]]] = {}
         for kill in kills:
             for job_id, wait in self._moved_again(kill["at"], kill["jobs"], records).items():
-                waits.setdefault(self.state_at(job_id, kill["at"]), []).append(wait)
-        return {state: {"jobs": len(w), "p50_s": rounded(percentile(w, 50)),
-                        "max_s": rounded(max(w))} for state, w in sorted(waits.items())}
+                past_due = kill["at"] + wait - self.due_at(job_id, kill["at"])
+                waits.setdefault(self.state_at(job_id, kill["at"]), []).append(
+                    (wait, max(past_due, 0.0)))
+        return {state: {"jobs": len(w), "p50_s": rounded(percentile([a for a, _ in w], 50)),
+                        "max_s": rounded(max(a for a, _ in w)),
+                        "past_due_p50_s": rounded(percentile([b for _, b in w], 50)),
+                        "past_due_max_s": rounded(max(b for _, b in w))}
+                for state, w in sorted(waits.items())}
+
+    def moved_again_past_due_s(self, kills: list[dict], records: list[JobRecord]) -> list[float]:
+        """Seconds from when each kill's job's step was due (its scheduled poll's due time,
+        or the kill for a step under way) until it moved again: the time the kill cost."""
+        return [max(kill["at"] + wait - self.due_at(job_id, kill["at"]), 0.0)
+                for kill in kills
+                for job_id, wait in self._moved_again(kill["at"], kill["jobs"], records).items()]
 
     def recovery_s(self, at: float, records: list[JobRecord]) -> dict:
         """Seconds from ``at`` until each job not final then was updated again."""
@@ -117,6 +142,13 @@ class Observer:
                 waits.append(after[0] - at)
         return {"jobs": len(waits), "p50_s": rounded(percentile(waits, 50)),
                 "max_s": rounded(max(waits, default=0.0))}
+
+
+def _poll_due(rec: JobRecord) -> float | None:
+    """When the record's scheduled poll is due (its overdue time less the grace), if any."""
+    if rec.state not in POLLING or not rec.poll_token or rec.next_check_at is None:
+        return None
+    return rec.next_check_at.timestamp() - poll_overdue_s(get_runtime().settings)
 
 
 def _phase(rec: JobRecord) -> str:

@@ -95,6 +95,10 @@ def recovery_notes(report: dict) -> list[str]:
     if "recovery_after_kill_max_s" in crash:
         found.append(("a worker SIGKILLed (its own jobs)", crash["recovery_after_kill_p50_s"],
                       crash["recovery_after_kill_max_s"], crash["killed_workers_jobs"]))
+    if "recovery_after_kill_past_due_max_s" in crash:
+        found.append(("a worker SIGKILLed, from when each job's step was due",
+                      crash["recovery_after_kill_past_due_p50_s"],
+                      crash["recovery_after_kill_past_due_max_s"], crash["killed_workers_jobs"]))
     for run, what in (("aof_restart", "the Redis restarted from its AOF"),
                       ("empty_broker_restart", "the broker's Redis restarted empty")):
         rec = s.get("2", {}).get("figures", {}).get(run, {}).get("recovery")

@@ -54,6 +54,7 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
     figures.update(unknown_outcomes_matched(records, kills, _call_window_s()))
     own = [observer.moved_again_s(k["at"], k["jobs"], records) for k in kills]
     everyone = [observer.recovery_s(k["at"], records) for k in kills]
+    past_due = observer.moved_again_past_due_s(kills, records)
     figures.update({"worker_kills": len(kills),
                     "beat_kills": sum(k["what"] == "beat" for k in stack.kills),
                     "killed_workers_jobs": sum(len(k["jobs"]) for k in kills),
@@ -61,6 +62,8 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
                         [w for waits in own for w in waits], 50)),
                     "recovery_after_kill_max_s": rounded(max(
                         (w for waits in own for w in waits), default=0.0)),
+                    "recovery_after_kill_past_due_p50_s": rounded(percentile(past_due, 50)),
+                    "recovery_after_kill_past_due_max_s": rounded(max(past_due, default=0.0)),
                     "recovery_after_kill_by_state": observer.moved_again_by_state(kills, records),
                     "reconcile_redriven": {k: int(v) for k, v in get_runtime().stats.read().items()
                                            if k.startswith("redriven:")},
