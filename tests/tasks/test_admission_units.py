@@ -165,6 +165,21 @@ def test_one_wake_starts_one_chain(make_rt):
     assert [s[0] for s in dispatch.sent] == ["admit"]
 
 
+def test_a_chain_whose_run_died_lapses_its_grace_after_it_was_due(make_rt):
+    # Issue 9: a chain lived a paid call's length (52 s) past its due time, so when the
+    # worker holding its run was SIGKILLed every wake-up took it for live and queued jobs
+    # (a lost submit given back to admission) waited ~50 s. It lives POLL_GRACE_S.
+    rt = make_rt(poll_grace_s=3)
+    job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    assert admission.wake(rt, "picwish", dispatch)  # its run dies with its worker
+
+    ttl_ms = rt.redis.pttl(admission.prefix("picwish") + "chain")
+    assert 0 < ttl_ms <= 3000
+    rt.redis.delete(admission.prefix("picwish") + "chain")  # as it lapses
+    assert admission.wake(rt, "picwish", dispatch, revive_only=True), "a new chain"
+
+
 def test_a_run_sends_what_the_budget_takes_then_books_its_next_turn(make_rt):
     rt = make_rt(picwish_max_rps=2)
     ids = [job(rt, store=True).id for _ in range(5)]
