@@ -81,6 +81,10 @@ def notes(report: dict) -> list[str]:
         out.append(f"crash storm: {crash['worker_kills']} worker kills, {crash['beat_kills']} "
                    f"beat kill; outcome_unknown {crash['outcome_unknown']}, of which "
                    f"{crash['matched_to_a_kill']} had a kill land during their paid call")
+    for number, scenario in sorted(report["scenarios"].items()):
+        if "rerun" in scenario:  # one scenario's own later run, merged into the report
+            out.append(f"scenario {number} is its re-run of {scenario['rerun']['started_at']}: "
+                       f"{scenario['rerun']['why']}")
     failover = report["scenarios"].get("7", {}).get("figures", {})
     if "promotion_s" in failover:
         out.append(f"failover: replica promoted {failover['promotion_s']} s after the kill")
