@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import redis
@@ -294,7 +294,10 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
     except ProtocolError as exc:
         _poll_again_after_garbled_answer(rt, dispatch, record, token, exc)
         return
-    apply_status(rt, dispatch, record, token, status, waited_s=waited, late_s=_late_s(due_at))
+    late_s = _late_s(due_at)
+    if record.state is JobState.SUBMITTED:  # a first look re-driven by reconcile ran late
+        late_s = max(late_s, record.first_look_late_s)
+    apply_status(rt, dispatch, record, token, status, waited_s=waited, late_s=late_s)
 
 
 def _late_s(due_at: datetime | None) -> float:
@@ -481,6 +484,10 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     fields = {"next_check_at": seconds_from_now(_redrive_overdue_s(rt, record.state))}
     if record.state in POLLING:
         fields["poll_token"] = new_token()  # the lost chain's token goes stale
+    if record.state is JobState.SUBMITTED and record.next_check_at is not None:
+        # the first look comes this late (it has no countdown to tell): it teaches nothing
+        lost_due = record.next_check_at - timedelta(seconds=poll_overdue_s(rt.settings))
+        fields["first_look_late_s"] = round(max((utcnow() - lost_due).total_seconds(), 0.0), 3)
     moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
                            lambda r: fields)
     if moved is None:  # it moved on meanwhile: not overdue after all

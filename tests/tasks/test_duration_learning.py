@@ -75,6 +75,23 @@ def test_a_first_poll_run_late_teaches_nothing(system, rt, dispatch):
     assert learnt(rt, record) == []
 
 
+def test_a_first_poll_re_driven_by_reconcile_teaches_nothing(system, rt, dispatch):
+    # The lost poll's worker died; reconcile's poll has no countdown, so no due time of its
+    # own: counted from when it ran, a crash taught the model the crash's delay.
+    record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + 40)
+    rt.jobs.update(record.id, lambda r: True,
+                   lambda r: {"next_check_at": due(record, DUE_S) + timedelta(
+                       seconds=pipeline.poll_overdue_s(rt.settings))})
+
+    assert pipeline.reconcile(rt, dispatch) >= 1
+    redriven = rt.jobs.get(record.id)
+    assert redriven.first_look_late_s >= 39
+    pipeline.poll_job(rt, dispatch, record.id, redriven.poll_token)  # no due time
+
+    assert rt.jobs.get(record.id).state is JobState.STORING
+    assert learnt(rt, record) == []
+
+
 def test_budget_waits_come_off_and_do_not_make_a_poll_late(system, rt, dispatch):
     waited_s = 10.0  # deferred by the budget: this message was due 10 s after the first
     record = backdated_submitted_job(system, rt, dispatch, ago_s=DUE_S + waited_s + 2)
