@@ -30,6 +30,7 @@ from providers.errors import (
     PermanentError,
     ProtocolError,
     ProviderJobFailed,
+    RateLimited,
     TransientError,
     error_for_code,
 )
@@ -176,8 +177,11 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
                  reservation: spend.Reservation) -> Submission | None:
     """The one paid call. A failure that proves it was not taken releases the claim.
 
-    Any other transient failure is an unknown outcome (``provider.submit_not_taken``):
-    counted, then failed ``outcome_unknown`` or sent again, by ``UNKNOWN_SUBMIT_POLICY``.
+    A 429 (the shared cool-down is set) gives the job back to the front of admission,
+    which books its next submit slot after the cool-down: a blind countdown would bypass
+    the budget and, under a backlog, meet the next 429. Any other transient failure is
+    an unknown outcome (``provider.submit_not_taken``): counted, then failed
+    ``outcome_unknown`` or sent again, by ``UNKNOWN_SUBMIT_POLICY``.
     """
     rt.budget.mark_sent(record.provider, record.id)  # admission took its place; it goes now
     try:
@@ -188,6 +192,12 @@ def _send_submit(rt, dispatch, provider, request, record: JobRecord,
         _release_claim(rt, record)
         spend.pause(rt, record.provider, exc.message)
         admission.push(rt, record, front=True)
+        return None
+    except RateLimited as exc:  # refused, not charged: its turn comes again through admission
+        spend.refund(rt, reservation)
+        _release_claim(rt, record)
+        log.info("job %s: %s; given back to admission", record.id, exc.message)
+        admission.requeue(rt, record, dispatch)
         return None
     except TransientError as exc:
         if not provider.submit_not_taken(exc):
@@ -293,6 +303,9 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
                                 record.provider_job_id)
     except ProtocolError as exc:
         _poll_again_after_garbled_answer(rt, dispatch, record, token, exc)
+        return
+    except RateLimited:  # the cool-down is set: a turn after it, booked through the budget
+        _defer_poll(rt, dispatch, record, token, rt.budget.wait_s(record.provider), waited)
         return
     late_s = _late_s(due_at)
     if record.state is JobState.SUBMITTED:  # a first look re-driven by reconcile ran late

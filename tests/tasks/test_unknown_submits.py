@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 
 from providers import HitPawClient
-from providers.errors import OutcomeUnknown, ProviderTimeout, ProviderUnavailable, RateLimited
+from providers.errors import OutcomeUnknown, ProviderTimeout, ProviderUnavailable
 from storage.jobs import JobState
-from tasks import pipeline
+from tasks import admission, pipeline
+from tasks.budget import COOLDOWN_KEY
 from tests.providers.conftest import CannedServer
 from tests.system import image_bytes
 from workers.metrics import collect_stats
@@ -90,22 +91,39 @@ def test_resubmit_policy_releases_the_claim_and_retries(system, canned):
         rt.close()
 
 
-@pytest.mark.parametrize(
-    ("status", "body", "cls"),
-    [(503, "<html>503 Service Unavailable</html>", ProviderUnavailable),
-     (429, {"error_code": 100429000, "message": "Too many requests"}, RateLimited)],
-    ids=["gateway-503", "429"],
-)
-def test_a_refusal_releases_the_claim_without_counting_an_unknown(system, canned, status,
-                                                                   body, cls):
+def test_a_refusal_releases_the_claim_without_counting_an_unknown(system, canned):
     rt = runtime_for(system, canned, "fail")
     try:
         job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
-        canned.add(status, body)
-        with pytest.raises(cls):
+        canned.add(503, "<html>503 Service Unavailable</html>")
+        with pytest.raises(ProviderUnavailable):
             pipeline.submit_job(rt, RecordingDispatcher(), job_id)
         assert rt.jobs.get(job_id).submit_started_at is None
         assert collect_stats(rt)["hitpaw"]["submit_outcome_unknown"] == 0
+    finally:
+        rt.close()
+
+
+def test_a_429_gives_the_job_back_to_admission_not_to_a_blind_countdown(system, canned):
+    rt = runtime_for(system, canned, "fail")
+    try:
+        job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
+        assert admission.admit_one(rt, "hitpaw").job_id == job_id
+        canned.add(429, {"error_code": 100429000, "message": "Too many requests"},
+                   headers={"Retry-After": "2"})
+        dispatch = RecordingDispatcher()
+
+        pipeline.submit_job(rt, dispatch, job_id)  # no RateLimited for the task to re-send
+
+        assert rt.jobs.get(job_id).submit_started_at is None
+        assert collect_stats(rt)["hitpaw"]["submit_outcome_unknown"] == 0
+        assert [s[0] for s in dispatch.sent] in ([], ["admit"]), "no submit re-sent"
+        assert rt.redis.pttl(COOLDOWN_KEY + "hitpaw") > 1000, "every worker slows down"
+        assert admission.admitted_count(rt, "hitpaw") == 0, "its slot is free"
+        decision = admission.admit_one(rt, "hitpaw")
+        assert decision.kind != "ok", "its next slot comes after the cool-down"
+        rt.redis.delete(COOLDOWN_KEY + "hitpaw")
+        assert admission.admit_one(rt, "hitpaw").job_id == job_id, "first in line again"
     finally:
         rt.close()
 
