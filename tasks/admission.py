@@ -11,12 +11,15 @@ by the ``enhance.admit`` task) is the one place that decides who goes next:
   whenever both wait; within a lane tenants take turns (round-robin), each in FIFO order;
 - it takes the shared request budget's submit slot itself and sends ``enhance.submit``
   only then, so a submit task runs once per job and never waits on the budget;
-- then it schedules itself with a countdown to the next free slot, or, at a cap, waits
-  for a wake-up (a job leaving the in-flight states wakes it), never sleeping, never
-  spinning.
+- then it holds the next turn on the budget's line for its next submit and schedules
+  itself with a countdown to that turn (polls refused meanwhile book the turns after it,
+  so the run finds its turn free: about one run per submit, where waking for a slot a
+  poll then booked cost the 10,000-job backlog 2.4 runs per admitted job), or, at a cap,
+  waits for a wake-up (a job leaving the in-flight states wakes it), never sleeping,
+  never spinning.
 
 One chain per provider is live at a time: a hash ``chain`` holds its token, when its next
-run is due and a lease (the key's TTL) that runs past that. ``wake`` (enqueue, a freed
+run is due, the turn it holds on the line and a lease (the key's TTL) that runs past that. ``wake`` (enqueue, a freed
 slot, reconcile) starts a chain when none is live, brings a sleeping one forward by
 replacing its token (the scheduled run then finds itself stale), or marks a running one
 ``woken`` so it does not go to sleep on a stale view.
@@ -38,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from storage.jobs import KEY_PREFIX, JobRecord, JobState, Priority
-from tasks.budget import window_wait_lua
+from tasks.budget import clear_turn_lua, turn_base_lua, window_wait_lua
 from workers.runtime import Runtime
 
 log = logging.getLogger("enhance.admission")
@@ -55,27 +58,39 @@ BOOK_AHEAD_MS = 100
 #: With ADMIT_AHEAD submits waiting for a worker, admission looks again this much later.
 AHEAD_RECHECK_S = 0.5
 
-# KEYS[1]: the provider's prefix; KEYS[2..6]: the budget's cool-down, pace, submit pace,
-# line (the next free turn, ms of Redis time, shared with polls) and window of sends
-# (``tasks.budget``). ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant
+# KEYS[1]: the provider's prefix; KEYS[2..7]: the budget's cool-down, pace, submit pace,
+# line (the next free turn, ms of Redis time, shared with polls), window of sends and the
+# polls' appointments (``tasks.budget``), which every slot taken here keeps clear of. ARGV: now (ms), provider cap, default tenant cap (0: none), "tenant
 # cap ..." overrides, batch share (every N-th admission), gap (ms), submit interval (ms),
 # how far ahead a slot may be booked (ms), line interval (ms), window n, window (ms), the
-# most admitted jobs not yet claimed by their submit (``sent``, ADMIT_AHEAD). The
-# budget's submit slot is taken in the same step as the job, both or neither; a slot free
-# within the horizon is booked (the marks and the line move to its end, the job takes its
-# place in the window) and the submit is sent with that countdown. Polls booked on the
-# line go first: a submit takes a turn after them.
+# most admitted jobs not yet claimed by their submit (``sent``, ADMIT_AHEAD), the turn the
+# chain holds on the line (ms of Redis time, 0: none), how far ahead a turn may be held
+# (ms), the window's slack for a held turn (ms, ``ProviderBudget.slack_ms``). The budget's submit slot is taken in the same step as the job, both or neither; a
+# slot free within BOOK_AHEAD_MS is booked (the marks and the line move to its end, the job
+# takes its place in the window) and the submit is sent with that countdown. A slot further
+# away is held as the chain's turn on the line ('turn': the line moves past it, nothing
+# else), like a refused poll's: polls refused meanwhile take the turns after it, so the run
+# that comes back for it finds it free. Polls booked before it go first, and the polls'
+# appointments keep them their turns: submits are not held to ``SUBMIT_SHARE`` here (its
+# 0.578 s spacing against 0.52 s turns put each held turn off the line's rhythm, and the
+# appointments, set in that rhythm, then cost up to a turn each: scenario 2 fell to 0.79
+# of Q/2).
 _ADMIT_ONE = """
 local p, now = KEYS[1], tonumber(ARGV[1])
 if redis.call('ZCARD', p .. 'slots') >= tonumber(ARGV[2]) then return {'cap'} end
 if redis.call('ZCARD', p .. 'sent') >= tonumber(ARGV[12]) then return {'ahead'} end
 local t = redis.call('TIME')
 local rnow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-""" + window_wait_lua("KEYS[6]", "ARGV[10]", "ARGV[11]") + """
+local held = tonumber(ARGV[13])
+""" + window_wait_lua("KEYS[6]", "ARGV[10]", "ARGV[11]") + clear_turn_lua(
+    "KEYS[7]", "ARGV[9]") + turn_base_lua("KEYS[2]", "KEYS[3]", "KEYS[5]", "ARGV[9]") + """
 local function budget_wait()
   local wait = window_wait(rnow)
-  for i = 2, 4 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
-  return math.max(wait, tonumber(redis.call('GET', KEYS[5]) or '0') - rnow)
+  if held > 0 then wait = wait - tonumber(ARGV[15]) end
+  for i = 2, 3 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
+  if held > 0 then return math.max(wait, held - rnow) end
+  wait = math.max(wait, tonumber(redis.call('GET', KEYS[5]) or '0') - rnow)
+  return clear_turn(rnow + wait) - rnow
 end
 local caps, default_cap = {}, tonumber(ARGV[3])
 for t, c in string.gmatch(ARGV[4], '(%S+) (%S+)') do caps[t] = tonumber(c) end
@@ -95,13 +110,18 @@ for _, lane in ipairs(lanes) do
         or (cap > 0 and redis.call('SCARD', p .. 'slots:' .. tenant) >= cap) then
       capped = true
     elseif budget_wait() > tonumber(ARGV[8]) then
-      return {'budget'}
+      local wait = budget_wait()
+      if held == 0 then wait = math.max(clear_turn(turn_base(rnow)) - rnow, 0) end
+      if held > 0 or wait > tonumber(ARGV[14]) then return {'budget', wait} end
+      local interval = tonumber(ARGV[9])
+      redis.call('SET', KEYS[5], rnow + wait + interval, 'PX', wait + interval + 1000)
+      return {'turn', wait, rnow + wait}
     else
       local job, wait = head[1], budget_wait()
       redis.call('SET', KEYS[3], '1', 'PX', wait + tonumber(ARGV[6]))
       redis.call('SET', KEYS[4], '1', 'PX', wait + tonumber(ARGV[7]))
-      local after = rnow + wait + tonumber(ARGV[9])
-      if tonumber(redis.call('GET', KEYS[5]) or '0') < after then
+      local after = rnow + wait + tonumber(ARGV[9])  -- a held turn moved it when held
+      if held == 0 and tonumber(redis.call('GET', KEYS[5]) or '0') < after then
         redis.call('SET', KEYS[5], after, 'PX', wait + tonumber(ARGV[9]) + 1000)
       end
       window_add(job, rnow + wait)
@@ -167,21 +187,22 @@ if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return redis.call('DEL',
 return 0
 """
 
-# KEYS[1]: chain. ARGV: token, now (ms), lease (ms). 1 when the token holds the chain, or
-# the chain lapsed and this (late) run takes it over: no other run is live.
+# KEYS[1]: chain. ARGV: token, now (ms), lease (ms). The turn the chain holds on the line
+# (0: none) when the token holds the chain, or the chain lapsed and this (late) run takes
+# it over: no other run is live; -1 when a newer run replaced this one.
 _BEGIN = """
 local token = redis.call('HGET', KEYS[1], 'token')
-if token and token ~= ARGV[1] then return 0 end
+if token and token ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'token', ARGV[1])
 redis.call('HSET', KEYS[1], 'due', ARGV[2], 'woken', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+return tonumber(redis.call('HGET', KEYS[1], 'turn') or '0')
 """
 
 # KEYS[1]: chain. ARGV: token, now (ms), delay (ms, -1: end the chain), lease (ms),
 # delay when woken meanwhile (ms), what holds the chain ("cap": an in-flight cap, which a
-# job leaving flight lifts; "": the budget or nothing). Returns the delay to schedule, -1
-# to end, -2 if stale.
+# job leaving flight lifts; "": the budget or nothing), the turn held on the line (ms of
+# Redis time, 0: none). Returns the delay to schedule, -1 to end, -2 if stale.
 _RESCHEDULE = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -2 end
 local delay = tonumber(ARGV[3])
@@ -189,7 +210,8 @@ if redis.call('HGET', KEYS[1], 'woken') == '1' then
   if delay < 0 or delay > tonumber(ARGV[5]) then delay = tonumber(ARGV[5]) end
 end
 if delay < 0 then redis.call('DEL', KEYS[1]) return -1 end
-redis.call('HSET', KEYS[1], 'due', tonumber(ARGV[2]) + delay, 'woken', 0, 'held', ARGV[6])
+redis.call('HSET', KEYS[1], 'due', tonumber(ARGV[2]) + delay, 'woken', 0, 'held', ARGV[6],
+           'turn', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], delay + tonumber(ARGV[4]))
 return delay
 """
@@ -250,18 +272,23 @@ def push_many(rt: Runtime, records: list[JobRecord]) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class Admitted:
-    """One admission decision: ``kind`` is ok, cap, tenant_cap, budget or empty."""
+    """One admission decision: ``kind`` is ok, cap, tenant_cap, ahead, empty, turn (a turn
+    on the line is held for the next submit) or budget (no slot now, none held anew)."""
 
     kind: str
     job_id: str | None = None
     tenant: str | None = None
     lane: str | None = None
-    delay_ms: int = 0  # the booked submit slot is this far ahead
+    delay_ms: int = 0  # the booked submit slot (or the held turn) is this far ahead
+    turn_ms: int = 0  # turn: when the held turn is, in ms of Redis time
 
 
-def admit_one(rt: Runtime, provider: str, now_ms: int | None = None) -> Admitted:
+def admit_one(rt: Runtime, provider: str, now_ms: int | None = None, *,
+              held_ms: int = 0) -> Admitted:
     """Take the next job of ``provider`` in turn, its in-flight slot and the budget's
-    submit slot, atomically; ``kind`` budget: the request budget has no slot free now."""
+    submit slot, atomically; ``kind`` turn: no slot within ``BOOK_AHEAD_MS``, the next
+    turn on the line is held for the chain (``turn_ms``); budget: the turn it comes at
+    (``held_ms``) is not free yet, or none is free within ``max_countdown_s``."""
     s = rt.settings
     overrides = " ".join(f"{t} {c}" for t, c in s.tenant_caps().items())
     gap_ms, submit_ms, interval_ms, n, window_ms = rt.budget.submit_args(provider)
@@ -269,8 +296,12 @@ def admit_one(rt: Runtime, provider: str, now_ms: int | None = None) -> Admitted
         keys=[prefix(provider), *rt.budget.submit_keys(provider)],
         args=[now_ms or _now_ms(), getattr(s, f"{provider}_max_in_flight"),
               s.tenant_max_in_flight or 0, overrides, s.batch_share_every,
-              gap_ms, submit_ms, BOOK_AHEAD_MS, interval_ms, n, window_ms, s.admit_ahead])
-    return Admitted(*(part.decode() if isinstance(part, bytes) else part for part in answer))
+              gap_ms, submit_ms, BOOK_AHEAD_MS, interval_ms, n, window_ms, s.admit_ahead,
+              held_ms, int(s.max_countdown_s * 1000), rt.budget.slack_ms(provider)])
+    kind, *rest = (part.decode() if isinstance(part, bytes) else part for part in answer)
+    if kind in ("turn", "budget"):
+        return Admitted(kind, delay_ms=rest[0], turn_ms=rest[1] if rest[1:] else 0)
+    return Admitted(kind, *rest)
 
 
 def release(rt: Runtime, record: JobRecord) -> bool:
@@ -414,18 +445,29 @@ def _new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _begin(rt: Runtime, provider: str, token: str) -> bool:
-    return bool(script(rt, _BEGIN)(
+def _begin(rt: Runtime, provider: str, token: str) -> int:
+    """-1: a newer run holds the chain; else the turn it holds on the line (0: none)."""
+    return int(script(rt, _BEGIN)(
         keys=[prefix(provider) + "chain"], args=[token, _now_ms(), _lease_ms(rt)]))
 
 
-def _reschedule(rt: Runtime, dispatch, provider: str, token: str,
-                delay_s: float | None, held: str = "") -> None:
-    delay_ms = -1 if delay_s is None else int(min(delay_s, rt.settings.max_countdown_s) * 1000)
+@dataclass(frozen=True)
+class Next:
+    """When a chain runs again (``delay_s`` None: it ends), what holds it ("cap": an
+    in-flight cap) and the turn it holds on the line (ms of Redis time, 0: none)."""
+
+    delay_s: float | None
+    held: str = ""
+    turn_ms: int = 0
+
+
+def _reschedule(rt: Runtime, dispatch, provider: str, token: str, nxt: Next) -> None:
+    delay_ms = (-1 if nxt.delay_s is None
+                else int(min(nxt.delay_s, rt.settings.max_countdown_s) * 1000))
     woken_ms = int(rt.budget.submit_wait_s(provider) * 1000)
     result = int(script(rt, _RESCHEDULE)(
         keys=[prefix(provider) + "chain"],
-        args=[token, _now_ms(), delay_ms, _lease_ms(rt), woken_ms, held]))
+        args=[token, _now_ms(), delay_ms, _lease_ms(rt), woken_ms, nxt.held, nxt.turn_ms]))
     if result >= 0:
         dispatch.admit(provider, token, result / 1000)
 
@@ -435,45 +477,55 @@ def admit(rt: Runtime, dispatch, provider: str, token: str) -> int:
 
     A run whose token no longer holds the chain does nothing: a newer run replaced it.
     """
-    if not _begin(rt, provider, token):
+    turn_ms = _begin(rt, provider, token)
+    if turn_ms < 0:
         log.debug("admission %s: stale run %s ignored", provider, token)
         return 0
-    sent, delay_s, held = 0, rt.settings.max_countdown_s, ""  # failed: try again later
+    admitted: list[tuple[str, float]] = []
+    nxt = Next(rt.settings.max_countdown_s)  # failed: try again later
     try:
-        sent, delay_s, held = _admit_batch(rt, dispatch, provider)
+        nxt = _admit_batch(rt, provider, turn_ms, admitted)
     finally:
-        _reschedule(rt, dispatch, provider, token, delay_s, held)
-    return sent
+        if admitted:
+            dispatch.submit_many(admitted)
+        _reschedule(rt, dispatch, provider, token, nxt)
+    return len(admitted)
 
 
-def _admit_batch(rt: Runtime, dispatch, provider: str) -> tuple[int, float | None, str]:
-    """Send the submits the provider can take now; return them, when to run again and
-    "cap" when an in-flight cap holds the rest (a job leaving flight wakes the chain).
-
-    The delay is None when nothing waits (the chain ends until the next wake-up).
+def _admit_batch(rt: Runtime, provider: str, turn_ms: int,
+                 admitted: list[tuple[str, float]]) -> Next:
+    """Admit what the provider can take now into ``admitted`` (``(job id, countdown)``,
+    sent by the caller); return when to run again. ``turn_ms``: the turn on the line this
+    run comes back for (0: none); the first submit takes it.
     """
     from tasks import spend  # pause and spend-cap markers
 
     limit, held_s = spend.admission_limit(rt, provider)
     if held_s is not None:
-        return 0, held_s, ""
-    admitted: list[tuple[str, float]] = []
-    try:
-        while len(admitted) < limit:
-            decision = admit_one(rt, provider)
-            if decision.kind == "empty":
-                return len(admitted), None, ""
-            if decision.kind == "budget":  # the next submit slot is a pacing interval away
-                return len(admitted), _until_slot_s(rt, provider), ""
-            if decision.kind == "ahead":  # ADMIT_AHEAD submits wait for a worker: look again
-                return len(admitted), AHEAD_RECHECK_S, ""
-            if decision.kind != "ok":  # at a cap: a job leaving flight wakes us
-                return len(admitted), rt.settings.max_countdown_s, "cap"
-            admitted.append((decision.job_id, decision.delay_ms / 1000))
-        return len(admitted), 0, ""
-    finally:
-        if admitted:
-            dispatch.submit_many(admitted)
+        return Next(held_s)
+    while len(admitted) < limit:
+        decision = admit_one(rt, provider, held_ms=turn_ms)
+        if decision.kind != "ok":
+            return _next_run(rt, provider, decision, turn_ms)
+        admitted.append((decision.job_id, decision.delay_ms / 1000))
+        turn_ms = 0
+    return Next(0)
+
+
+def _next_run(rt: Runtime, provider: str, decision: Admitted, turn_ms: int) -> Next:
+    """When the chain runs again after ``decision`` (not ok), holding ``turn_ms``."""
+    early_s = BOOK_AHEAD_MS / 2000  # a little before the slot: the run books it itself
+    if decision.kind == "turn":  # come back for the turn just held
+        return Next(max(decision.delay_ms / 1000 - early_s, 0.001), turn_ms=decision.turn_ms)
+    if decision.kind == "budget" and turn_ms:  # the held turn (or the budget) is not free yet
+        return Next(max(decision.delay_ms / 1000 - early_s, 0.001), turn_ms=turn_ms)
+    if decision.kind == "budget":  # no turn free within the countdown ceiling
+        return Next(_until_slot_s(rt, provider))
+    if decision.kind == "empty":  # the chain ends until the next wake-up
+        return Next(None)
+    if decision.kind == "ahead":  # ADMIT_AHEAD submits wait for a worker: look again
+        return Next(AHEAD_RECHECK_S)
+    return Next(rt.settings.max_countdown_s, "cap")  # at a cap: a job leaving flight wakes us
 
 
 def _until_slot_s(rt: Runtime, provider: str) -> float:

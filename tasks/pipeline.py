@@ -55,6 +55,7 @@ log = logging.getLogger("enhance.pipeline")
 
 POLLING = (JobState.SUBMITTED, JobState.PROCESSING)
 BUSY_QUANTILE = 0.98  # first polls while jobs wait for admission: polls per job near 1
+BOOKED_S = 0.001  # the least ``waited`` of a poll that comes at a turn booked for it
 # Failures of the job store itself, not of one entry: reconcile keeps the entry for later.
 _TRY_LATER = (redis.ConnectionError, redis.TimeoutError, ConcurrentWriters)
 
@@ -236,6 +237,9 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
     predicted = rt.durations.predict(record.provider, record.model, _size_class(record),
                                      quantile=quantile)
     delay = first_poll_delay_s(record.provider, settings, predicted_s=predicted)
+    countdown, waited = (delay, 0.0)
+    if sub.status is None:  # it will be polled: at a turn of its own if the line is busy
+        countdown, waited = _poll_turn(rt, record.provider, token, delay)
     deadline_s = getattr(settings, f"{record.provider}_job_deadline_s")
     updated = rt.jobs.update(
         record.id,
@@ -243,7 +247,7 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
         lambda r: {"state": JobState.SUBMITTED, "provider_job_id": sub.job_id,
                    "cost": sub.cost, "deadline_at": seconds_from_now(deadline_s),
                    "poll_token": token, "lease_expires_at": None,  # the claim's, now done
-                   "next_check_at": seconds_from_now(delay + poll_overdue_s(settings))},
+                   "next_check_at": seconds_from_now(countdown + poll_overdue_s(settings))},
     )
     events.charged(rt, record.provider, sub.cost)
     if updated is None:  # failed meanwhile (e.g. by reconcile): keep what we paid for
@@ -254,10 +258,20 @@ def _record_submission(rt, dispatch: Dispatcher, record: JobRecord, sub: Submiss
     if sub.status is not None:
         apply_status(rt, dispatch, updated, token, sub.status)
     else:
-        dispatch.poll(record.id, token, delay)
+        dispatch.poll(record.id, token, countdown, waited=waited)
 
 
 # --- poll ----------------------------------------------------------------------------
+
+
+def _poll_turn(rt: Runtime, provider: str, token: str, delay_s: float) -> tuple[float, float]:
+    """(countdown, waited) of a poll due in ``delay_s``: while the budget's line is busy it
+    comes at a turn booked for it now (``appoint_s``), and ``waited`` (the time past due,
+    at least ``BOOKED_S``) says so; else it comes when due and asks fresh."""
+    turn_s = rt.budget.appoint_s(provider, delay_s, token)
+    if turn_s is None:
+        return delay_s, 0.0
+    return turn_s, round(max(turn_s - delay_s, BOOKED_S), 3)
 
 
 def poll_overdue_s(settings) -> float:
@@ -373,17 +387,19 @@ def _schedule_next_poll(rt, dispatch, record: JobRecord, token: str, status: Job
     elapsed_s = (utcnow() - record.transitions[JobState.SUBMITTED.value]).total_seconds()
     delay = next_poll_delay_s(record.provider, record.poll_count + 1, status, elapsed_s, settings)
     nxt = new_token()
+    countdown, waited = _poll_turn(rt, record.provider, nxt, delay)
     updated = rt.jobs.update(
         record.id, _holds(token),
         lambda r: {"state": JobState.PROCESSING, "progress": status.progress,
                    "poll_count": r.poll_count + 1, "poll_token": nxt, "poll_protocol_errors": 0,
-                   "next_check_at": seconds_from_now(delay + poll_overdue_s(settings)), **first},
+                   "next_check_at": seconds_from_now(countdown + poll_overdue_s(settings)),
+                   **first},
     )
     if updated is None:
         return
     if record.state is not JobState.PROCESSING:
         events.transition(rt, updated)
-    dispatch.poll(record.id, nxt, delay)
+    dispatch.poll(record.id, nxt, countdown, waited=waited)
 
 
 def _size_class(record: JobRecord) -> str:

@@ -7,6 +7,7 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.sent: list[tuple] = []
         self.waiting = 0  # submit messages in the broker's queue
+        self.waited: dict[str, float] = {}  # poll token -> the ``waited`` it was sent with
 
     def admit(self, provider, token, countdown_s=0):
         self.sent.append(("admit", provider, token, countdown_s))
@@ -20,6 +21,7 @@ class RecordingDispatcher:
 
     def poll(self, job_id, token, countdown_s, waited=False):
         self.sent.append(("poll", job_id, token, countdown_s))
+        self.waited[token] = waited
 
     def store(self, job_id, countdown_s=0):
         self.sent.append(("store", job_id))

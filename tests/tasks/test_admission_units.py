@@ -150,7 +150,7 @@ def test_the_budget_slot_is_taken_with_the_job_or_not_at_all(make_rt):
     first, second = job(rt), job(rt)
 
     assert admission.admit_one(rt, "picwish").job_id == first.id
-    assert admission.admit_one(rt, "picwish").kind == "budget"
+    assert admission.admit_one(rt, "picwish").kind == "turn", "a turn held, no job taken"
     assert admission.waiting(rt, "picwish")["interactive"] == 1, "the second still waits"
     rt.redis.delete(*rt.budget.submit_keys("picwish"))
     assert admission.admit_one(rt, "picwish").job_id == second.id
@@ -189,13 +189,13 @@ def test_a_run_sends_what_the_budget_takes_then_books_its_next_turn(make_rt):
 
     assert admission.admit(rt, dispatch, "picwish", token) == 1
 
-    submit_interval = rt.budget.interval_s("picwish") / SUBMIT_SHARE
+    interval = rt.budget.interval_s("picwish")
     early = admission.BOOK_AHEAD_MS / 2000  # runs a little early to book the slot itself
     assert dispatch.sent[1] == ("submit", ids[0])
     kind, _, again, countdown = dispatch.sent[2]
     assert (kind, again) == ("admit", token)
-    assert submit_interval - early - 0.05 <= countdown <= submit_interval - early + 0.002, \
-        "just before the next free submit slot"
+    assert interval - early - 0.05 <= countdown <= interval - early + 0.002, \
+        "just before the next turn, which it holds"
     assert len(dispatch.sent) == 3
 
 
@@ -410,3 +410,48 @@ def test_a_job_leaving_flight_wakes_a_chain_held_by_the_in_flight_cap(make_rt):
 
     assert admission.wake(rt, "picwish", dispatch, freed=True), "a freed slot lifts it"
     assert dispatch.sent[-1][:2] == ("admit", "picwish") and dispatch.sent[-1][3] == 0
+
+
+def test_a_run_holds_its_next_turn_so_polls_booked_meanwhile_do_not_push_it_back(make_rt):
+    rt = make_rt(picwish_max_rps=2)
+    ids = [job(rt, store=True).id for _ in range(3)]
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+    assert admission.admit(rt, dispatch, "picwish", token) == 1
+    before = time.monotonic()
+    *_, countdown = dispatch.sent[-1]
+
+    assert not rt.budget.try_acquire("picwish", submit=False), "the line is held"
+    poll_wait = rt.budget.wait_s("picwish")  # a refused poll books the next turn
+    early = admission.BOOK_AHEAD_MS / 2000
+    assert poll_wait >= countdown + early + rt.budget.interval_s("picwish") - 0.01, \
+        "after the turn the chain holds"
+    time.sleep(max(countdown - (time.monotonic() - before), 0))
+
+    assert admission.admit(rt, dispatch, "picwish", token) == 1, "its turn was kept"
+    assert [s[1] for s in dispatch.sent if s[0] == "submit"] == ids[:2]
+    kind, _, again, next_countdown = dispatch.sent[-1]
+    assert (kind, again) == ("admit", token)
+    assert next_countdown >= poll_wait - (time.monotonic() - before), \
+        "the next turn it holds comes after the poll's"
+
+
+def test_a_run_woken_before_its_turn_keeps_the_turn(make_rt):
+    rt = make_rt(picwish_max_rps=2)
+    job(rt, store=True)
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, "picwish", dispatch)
+    token = dispatch.sent[0][2]
+    assert rt.budget.try_acquire("picwish", submit=False)
+    for _ in range(3):  # refused polls booked the next turns
+        rt.budget.wait_s("picwish")
+    assert admission.admit(rt, dispatch, "picwish", token) == 0, "a turn held after theirs"
+    line = rt.redis.get(rt.budget.submit_keys("picwish")[3])
+
+    assert admission.wake(rt, "picwish", dispatch), "a sleeping chain is brought forward"
+    woken = dispatch.sent[-1][2]
+    assert admission.admit(rt, dispatch, "picwish", woken) == 0, "its turn is not yet"
+    assert rt.redis.get(rt.budget.submit_keys("picwish")[3]) == line, "no second turn held"
+    kind, _, again, countdown = dispatch.sent[-1]
+    assert (kind, again) == ("admit", woken) and countdown > 1.5, "back at the held turn"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import pytest
 
 from tasks.budget import (
+    APPT_KEY,
     COOLDOWN_KEY,
     PACE_KEY,
     PACING_MARGIN,
+    SENT_KEY,
     SUBMIT_SHARE,
+    TURN_KEY,
     ProviderBudget,
 )
 from workers.settings import Settings
@@ -277,3 +281,88 @@ def test_no_window_holds_more_requests_than_the_cap(make_budget):
     assert len(granted) >= 6
     assert most_in_any_span(granted, window_ms / 1000 - CLOCK_SLACK_S) <= 4
     assert min(gaps(granted)) >= budget.gap_ms("picwish") / 1000 - CLOCK_SLACK_S
+
+
+def test_a_poll_due_while_the_line_is_free_asks_fresh_when_due(make_budget):
+    budget = make_budget(picwish_max_rps=2)
+    assert budget.appoint_s("picwish", 3.0, "p1") is None
+
+
+def test_a_poll_due_while_the_line_is_busy_gets_a_turn_of_its_own(make_budget, redis_client):
+    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
+    step = budget.interval_s("picwish")
+    assert budget.try_acquire("picwish", submit=False)
+    budget.wait_s("picwish")  # the line is busy
+    line_ms = int(redis_client.get(TURN_KEY + "picwish"))
+
+    appointments = booked(lambda: budget.appoint_s("picwish", 3.0, "p1"), 1) + \
+        booked(lambda: budget.appoint_s("picwish", 3.0, "p2"), 1)
+
+    assert_apart(appointments, step)
+    assert int(redis_client.get(TURN_KEY + "picwish")) == line_ms, "the line did not move"
+    [(_, first), (_, second)] = redis_client.zrange(APPT_KEY + "picwish", 0, -1, withscores=True)
+    turn_ms = math.ceil(step * 1000)
+    assert (first - line_ms) % turn_ms == 0 and (second - line_ms) % turn_ms == 0, \
+        "in the line's rhythm: no gap lost between them and the line's turns"
+    turns = booked(lambda: budget.wait_s("picwish"), 10)  # the line passes them
+    for lo, hi in turns:
+        for at_lo, at_hi in appointments:
+            assert hi <= at_lo - step + 0.002 or lo >= at_hi + step - 0.002, \
+                "the line's turns keep clear of the appointments"
+    assert turns[-1][0] > appointments[-1][1], "the line went past them"
+
+
+def test_a_poll_due_before_the_lines_next_free_turn_books_that_turn(make_budget):
+    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
+    assert budget.try_acquire("picwish", submit=False)
+    turns = booked(lambda: budget.wait_s("picwish"), 4)
+
+    before = time.monotonic()
+    appointment = budget.appoint_s("picwish", 0.1, "p1")
+
+    assert_apart([turns[-1], (before + appointment, time.monotonic() + appointment)],
+                 budget.interval_s("picwish"))
+
+
+def test_a_fresh_request_keeps_clear_of_an_appointment(make_budget, redis_client):
+    budget = make_budget(picwish_max_rps=5)
+    assert budget.try_acquire("picwish", submit=False)
+    budget.wait_s("picwish")
+    appointment = budget.appoint_s("picwish", 0.5, "p1")
+    redis_client.delete(TURN_KEY + "picwish", PACE_KEY + "picwish")  # the line is free again
+    time.sleep(appointment - budget.interval_s("picwish") / 2)
+
+    assert not budget.try_acquire("picwish", submit=False), "the appointment is near"
+    assert budget.try_acquire("picwish", submit=False, booked=True), "the poll holding it goes"
+
+
+def test_a_send_a_little_late_does_not_move_the_turns_booked_after_it(make_budget,
+                                                                        redis_client):
+    budget = make_budget(picwish_max_rps=2, max_countdown_s=60)
+    assert budget.try_acquire("picwish", submit=False)
+    [(_, sent_ms)] = redis_client.zrange(SENT_KEY + "picwish", 0, -1, withscores=True)
+    turn_ms = math.ceil(budget.interval_s("picwish") * 1000)
+    # the send before it went 30 ms late: the window holds 30 ms past the line's next turn
+    redis_client.zadd(SENT_KEY + "picwish", {"late": sent_ms - turn_ms + 30})
+    line_ms = int(redis_client.get(TURN_KEY + "picwish"))
+
+    budget.wait_s("picwish")
+
+    assert int(redis_client.get(TURN_KEY + "picwish")) == line_ms + turn_ms, \
+        "booked at the line's turn, in its rhythm (the window is checked when it goes)"
+
+
+def test_a_request_at_its_booked_turn_takes_half_the_windows_margin(make_budget,
+                                                                     redis_client):
+    budget = make_budget(picwish_max_rps=2)
+    n, window_ms = budget.window("picwish")
+    slack_ms = budget.slack_ms("picwish")
+    assert 0 < slack_ms <= window_ms * (1 - 1 / PACING_MARGIN) / 2, "inside the margin"
+    now_s, now_us = redis_client.time()
+    now_ms = now_s * 1000 + now_us // 1000
+    # two sends: the window holds the next request for slack_ms / 2 more
+    redis_client.zadd(SENT_KEY + "picwish", {"a": now_ms - window_ms + slack_ms // 2,
+                                             "b": now_ms - window_ms // 2})
+
+    assert not budget.try_acquire("picwish", submit=False), "a fresh request waits"
+    assert budget.try_acquire("picwish", submit=False, booked=True), "a booked one goes"

@@ -14,6 +14,7 @@ import pytest
 from providers.errors import DeadlineExceeded, OutcomeUnknown, ProviderJobFailed, ResultExpired
 from storage.jobs import JobState, utcnow
 from tasks import admission, pipeline
+from tasks.budget import PACE_KEY, TURN_KEY
 from tests.system import image_bytes
 
 
@@ -64,6 +65,31 @@ def test_a_provider_failure_is_a_permanent_error(system, rt, dispatch, sandbox):
             pipeline.poll_job(rt, dispatch, record.id, rt.jobs.get(record.id).poll_token)
             time.sleep(0.05)
     assert rt.jobs.get(record.id).state in (JobState.SUBMITTED, JobState.PROCESSING)
+
+
+def test_a_poll_scheduled_while_the_line_is_busy_holds_a_turn_and_runs_once(
+        system, rt, dispatch, sandbox):
+    sandbox.configure(processing_time_s=(30, 30))
+    record = submitted_job(system, rt, dispatch)
+    now_s, now_us = rt.redis.time()
+    busy_ms = now_s * 1000 + now_us // 1000 + 5000
+    rt.redis.set(TURN_KEY + "hitpaw", busy_ms, px=6000)  # turns booked for the next 5 s
+    rt.redis.delete(PACE_KEY + "hitpaw")
+
+    queries = sandbox.count(kind="query")
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token, 1.0)  # at a booked turn
+    assert sandbox.count(kind="query") == queries + 1, "still in progress"
+
+    _, _, token, countdown = dispatch.sent[-1]
+    assert token != record.poll_token, "the next poll"
+    assert countdown >= 4.9 and dispatch.waited[token] > 0, "sent for a turn booked for it"
+    assert int(rt.redis.get(TURN_KEY + "hitpaw")) > busy_ms, "the turn is the line's next"
+    rt.redis.delete(PACE_KEY + "hitpaw")
+    queries = sandbox.count(kind="query")
+    pipeline.poll_job(rt, dispatch, record.id, token, dispatch.waited[token])
+
+    assert sandbox.count(kind="query") == queries + 1, "it asked at its turn, not refused"
+    assert dispatch.sent[-1][2] != token
 
 
 def test_reconcile_re_drives_each_kind_of_overdue_job(system, rt, dispatch, sandbox):
