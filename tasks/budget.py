@@ -27,8 +27,11 @@ from the last one did: at 2 req/s the capped benchmark's requests went out 0.59 
   and admission keep clear of appointments. Under the 10,000-job backlog every provider
   poll had cost about 2.3 poll runs.
 - Submits start new paid work; polls finish work already paid for. A poll booked on the
-  line goes before any submit, and submits are paced again at ``SUBMIT_SHARE`` of the
-  budget, so polls always keep a share of it.
+  line goes before any submit, and appointments keep polls their turns; a submit taken
+  with ``try_acquire(submit=True)`` is also paced at ``SUBMIT_SHARE`` of the budget
+  (admission is not: its held turns stay in the line's rhythm).
+- A request at its own booked turn may go ``slack_ms`` (half the margin) into the window,
+  so a send before it a few ms late does not refuse it and, through its retry, the next.
 - Admission takes a submit's place in the window when it admits the job; the submit task
   moves it to when it really sends (``mark_sent``): the provider counts arrivals.
 
@@ -59,8 +62,8 @@ APPT_KEEP_MS = 60_000
 #: span of three requests arrive 6 ms (at 1.05) and 26 ms (at 1.03) inside the margin,
 #: 1.044 s and 1.004 s against the provider's 1 s window: 1.04 leaves 40 ms.
 PACING_MARGIN = 1.04
-#: The most of the budget submits may take. Booked polls go first anyway (the line), so
-#: this only keeps polls a share should that fail. At 1/2, then 2/3, the capped benchmark
+#: The most of the budget submits taken with ``try_acquire(submit=True)`` may take (not
+#: admission's, whose polls keep their turns by the line and appointments). At 1/2, then 2/3, the capped benchmark
 #: lost a turn whenever two submits came in a row with no poll between (43 of 259 gaps).
 SUBMIT_SHARE = 0.9
 
