@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 
 import click
@@ -65,6 +67,11 @@ class EnhanceGroup(click.Group):
     """The ``enhance`` group: every command's failures are worded here (workers/cli_errors.py)."""
 
     def invoke(self, ctx: click.Context):
+        # Ctrl-C ends any command (exit 130 below), even when whatever started us passed
+        # SIGINT on ignored: a background job of a script does, and Python then installs no
+        # handler of its own (`enhance submit --wait` waited on for good).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import sys
-import threading
 import time
 
 import click
@@ -40,14 +38,10 @@ NEXT_QUEUES = {
 def wait_for_job(job_id: str, timeout_s: float, show_progress: bool = True) -> JobRecord:
     """Follow ``job_id`` until it ends or ``timeout_s`` passes; return its last record.
 
-    Ctrl-C prints how to follow the job and exits with ``EXIT_INTERRUPTED``, even when
-    whatever started us passed SIGINT on ignored (a background job of a script does, and
-    Python then installs no handler of its own): the wait would go on for good.
+    Ctrl-C prints how to follow the job and exits with ``EXIT_INTERRUPTED`` (the CLI
+    makes sure SIGINT raises ``KeyboardInterrupt``: ``EnhanceGroup.invoke``).
     """
     from workers.runtime import get_runtime
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     line = StatusLine(job_id, sys.stderr, show=show_progress, live=_can_redraw(sys.stderr))
     watcher = WorkerCheck()

@@ -50,7 +50,6 @@ def run_dev(folder: Path, concurrency: int = 2, verbose: bool = False) -> int:
     The worker, beat and metrics log warnings only (failed jobs among them); ``verbose``
     shows their INFO lines too (every task, every transition).
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_stop)
     if not verbose:
