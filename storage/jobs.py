@@ -345,10 +345,7 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord:
         """The record of ``job_id``; raises ``UnknownJob`` when there is none."""
-        raw = self._redis.get(self.record_key(job_id))
-        if raw is not None:
-            self._remember(job_id, raw)
-        return parse_record(job_id, raw)
+        return self._loaded(job_id, self._redis.get(self.record_key(job_id)))
 
     def get_and_hold(self, job_id: str, hold_s: float) -> JobRecord:
         """``get``, and in the same round trip push the job's due time to ``hold_s`` from
@@ -364,6 +361,10 @@ class JobStore:
             pipe.zadd(self._key("due"), {job_id: utcnow().timestamp() + hold_s}, xx=True,
                       gt=True)
             raw, _ = pipe.execute()
+        return self._loaded(job_id, raw)
+
+    def _loaded(self, job_id: str, raw: bytes | None) -> JobRecord:
+        """The record read as ``raw``, remembered for a one-round-trip update."""
         if raw is not None:
             self._remember(job_id, raw)
         return parse_record(job_id, raw)

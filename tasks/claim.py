@@ -24,8 +24,13 @@ log = logging.getLogger("enhance.pipeline")
 
 def claim_fields(rt: Runtime, started: datetime) -> dict:
     """The fields of a new claim taken at ``started``: reconcile looks again at its end."""
-    until = started + timedelta(seconds=rt.settings.submit_lease_s)
-    return {"submit_started_at": started, "lease_expires_at": until, "next_check_at": until}
+    return {"submit_started_at": started,
+            **_lease(started + timedelta(seconds=rt.settings.submit_lease_s))}
+
+
+def _lease(until: datetime) -> dict:
+    """The claim lapses at ``until``, when reconcile looks at the job again."""
+    return {"lease_expires_at": until, "next_check_at": until}
 
 
 def claim_expires_at(rt: Runtime, record: JobRecord) -> datetime | None:
@@ -73,8 +78,7 @@ class Renewal:
     def _run(self) -> None:
         lease_s = self._rt.settings.submit_lease_s
         while not self._stop.wait(lease_s / 3):
-            until = seconds_from_now(lease_s)
-            fields = {"lease_expires_at": until, "next_check_at": until}
+            fields = _lease(seconds_from_now(lease_s))
             try:
                 renewed = self._rt.jobs.update(self._id, self._holds, lambda r, f=fields: f)
             except Exception as exc:  # noqa: BLE001 - the next mark tries again

@@ -286,6 +286,14 @@ def poll_overdue_s(settings) -> float:
     return settings.poll_grace_s
 
 
+def poll_due_at(record: JobRecord, settings) -> datetime | None:
+    """When the job's scheduled poll is due (its overdue time less ``poll_overdue_s``);
+    None when no poll is scheduled."""
+    if record.state not in POLLING or not record.poll_token or record.next_check_at is None:
+        return None
+    return record.next_check_at - timedelta(seconds=poll_overdue_s(settings))
+
+
 def poll_lease_s(settings) -> float:
     """How long a started poll holds its job: its request's connect and read timeouts plus
     the grace. A body still dripping past that (up to ``HTTP_DEADLINE_S``) may see the poll
@@ -513,10 +521,10 @@ def _redrive(rt: Runtime, dispatch: Dispatcher, record: JobRecord) -> int:
     fields = {"next_check_at": seconds_from_now(_redrive_overdue_s(rt, record.state))}
     if record.state in POLLING:
         fields["poll_token"] = new_token()  # the lost chain's token goes stale
-    if record.state is JobState.SUBMITTED and record.next_check_at is not None:
+    lost_due = poll_due_at(record, rt.settings)
+    if record.state is JobState.SUBMITTED and lost_due is not None:
         # the first look comes this late (it has no countdown to tell): it teaches nothing
-        lost_due = record.next_check_at - timedelta(seconds=poll_overdue_s(rt.settings))
-        fields["first_look_late_s"] = round(max((utcnow() - lost_due).total_seconds(), 0.0), 3)
+        fields["first_look_late_s"] = round(_late_s(lost_due), 3)
     moved = rt.jobs.update(record.id, lambda r: r.updated_at == record.updated_at,
                            lambda r: fields)
     if moved is None:  # it moved on meanwhile: not overdue after all

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from ops.bench.measure import percentile, rounded
 from storage.jobs import JobRecord
-from tasks.pipeline import POLLING, poll_overdue_s
+from tasks.pipeline import poll_due_at
 from workers.runtime import get_runtime
 
 CHUNK = 500
@@ -145,10 +145,9 @@ class Observer:
 
 
 def _poll_due(rec: JobRecord) -> float | None:
-    """When the record's scheduled poll is due (its overdue time less the grace), if any."""
-    if rec.state not in POLLING or not rec.poll_token or rec.next_check_at is None:
-        return None
-    return rec.next_check_at.timestamp() - poll_overdue_s(get_runtime().settings)
+    """When the record's scheduled poll is due, if one is (``poll_due_at``)."""
+    due = poll_due_at(rec, get_runtime().settings)
+    return None if due is None else due.timestamp()
 
 
 def _phase(rec: JobRecord) -> str:
