@@ -20,6 +20,12 @@ from the last one did: at 2 req/s the capped benchmark's requests went out 0.59 
   asking fresh goes only when nobody is booked ahead of it. So a refused poll is refused
   about once, not again and again at every mark a submit took meanwhile (the benchmark
   counted nine poll executions per provider request before the line was shared).
+- A poll refused even at its own turn (a request before it went late) books the next
+  free turn again. It does not retry as soon as the marks expire: back "at its turn" it
+  would go wherever the window had room, which under a backlog is the room of the turn
+  booked next, whose poll was then refused and did the same; and, the line being booked
+  solid, it was itself refused at nearly every retry (at a load of 3, one poll of the
+  10,000-job backlog ran 195 times in 99 s).
 - A poll scheduled while the line is busy is not left to come due, be refused and book
   then: it books its turn when it is scheduled (``appoint_s``). Due before the line's next
   free turn, it takes that turn; due later, it takes an *appointment* (``APPT_KEY``) at
@@ -41,7 +47,6 @@ The checks and the marks happen in Lua scripts, atomically.
 from __future__ import annotations
 
 import math
-import random
 import uuid
 
 import redis
@@ -173,11 +178,6 @@ for i = 1, 3 do wait = math.max(wait, redis.call('PTTL', KEYS[i])) end
 return math.max(wait, tonumber(redis.call('GET', KEYS[4]) or '0') - now)
 """
 
-# KEYS: cool-down, pace, sent. ARGV: window n, window (ms). Ms until any request may go.
-_BLOCKED = _NOW + window_wait_lua("KEYS[3]", "ARGV[1]", "ARGV[2]") + """
-return math.max(window_wait(now), redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2]), 0)
-"""
-
 # KEYS: cool-down, pace, line, sent, appointments.
 # ARGV: interval (ms), horizon (ms), window n, window (ms). Returns ms until the booked turn
 # (the next free one on the line, clear of appointments).
@@ -228,7 +228,6 @@ class ProviderBudget:
         self._appoint = client.register_script(_APPOINT)
         self._mark_sent = client.register_script(_MARK_SENT)
         self._submit_wait = client.register_script(_SUBMIT_WAIT)
-        self._blocked = client.register_script(_BLOCKED)
 
     def _rps(self, provider: str) -> float:
         return getattr(self._settings, f"{provider}_max_rps")
@@ -295,17 +294,14 @@ class ProviderBudget:
                                            args=list(self.window(provider))))
         return round(max(blocked_ms, 0) / 1000, 3)
 
-    def wait_s(self, provider: str, *, waited: bool = False) -> float:
+    def wait_s(self, provider: str) -> float:
         """How long a refused poll waits before it asks again (at most ``max_countdown_s``).
 
-        A poll refused for the first time books the next turn: turns follow the cool-down
-        and the window, one interval apart, so N refused polls come back spread over N
-        intervals rather than all at once. A poll refused again when its booked turn came
-        (``waited``) keeps its place at the front: it asks again as soon as the marks
-        that stopped it expire.
+        It books the next free turn: turns follow the cool-down and the window, one
+        interval apart, so N refused polls come back spread over N intervals rather than
+        all at once, each at a turn nobody else takes. A poll refused at its booked turn
+        books again (the module's docstring says why it does not retry sooner).
         """
-        if waited:
-            return self._front_of_line_s(provider)
         horizon_ms = int(self._settings.max_countdown_s * 1000)
         wait_ms = self._book(keys=self._line_keys(provider), args=[
             math.ceil(self.interval_s(provider) * 1000), horizon_ms, *self.window(provider)])
@@ -329,13 +325,6 @@ class ProviderBudget:
     def _line_keys(provider: str) -> list[str]:
         return [COOLDOWN_KEY + provider, PACE_KEY + provider, TURN_KEY + provider,
                 SENT_KEY + provider, APPT_KEY + provider]
-
-    def _front_of_line_s(self, provider: str) -> float:
-        blocked_ms = max(int(self._blocked(
-            keys=[COOLDOWN_KEY + provider, PACE_KEY + provider, SENT_KEY + provider],
-            args=list(self.window(provider)))), 1)
-        spread_s = random.uniform(0, self.interval_s(provider) / 4)  # not all at one instant
-        return round(min(blocked_ms / 1000 + spread_s, self._settings.max_countdown_s), 3)
 
     def back_off(self, provider: str, retry_after_s: float | None) -> None:
         """Slow every worker down after a 429: no request to ``provider`` for a while."""

@@ -85,11 +85,12 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def _budget_wait_s(rt: Runtime, provider: str, *, waited: bool) -> float:
-    """0 when the provider budget lets this poll go now, else the countdown to retry."""
-    if rt.budget.try_acquire(provider, submit=False, booked=waited):
+def _budget_wait_s(rt: Runtime, provider: str, *, booked: bool) -> float:
+    """0 when the provider budget lets this poll go now, else the countdown to its next
+    turn (booked now: ``ProviderBudget.wait_s``)."""
+    if rt.budget.try_acquire(provider, submit=False, booked=booked):
         return 0
-    return rt.budget.wait_s(provider, waited=waited)
+    return rt.budget.wait_s(provider)
 
 
 # --- submit --------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def poll_job(rt: Runtime, dispatch: Dispatcher, job_id: str, token: str,
         log.debug("job %s: stale poll %s ignored", job_id, token)
         return
     check_still_possible(rt, record)
-    wait_s = _budget_wait_s(rt, record.provider, waited=waited > 0)
+    wait_s = _budget_wait_s(rt, record.provider, booked=waited > 0)
     if wait_s:
         _defer_poll(rt, dispatch, record, token, wait_s, waited)
         return

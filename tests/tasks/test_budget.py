@@ -215,19 +215,6 @@ def test_nothing_is_booked_past_the_countdown_ceiling(make_budget, redis_client)
     assert budget.wait_s("picwish") == 20.0, "the next turn is past the ceiling: not booked"
 
 
-def test_a_task_refused_at_its_turn_keeps_its_place_at_the_front(make_budget, redis_client):
-    budget = make_budget(picwish_max_rps=2)
-    assert budget.try_acquire("picwish", submit=False)  # the pace mark is now set
-    turns = booked(lambda: budget.wait_s("picwish"), 3)
-
-    again = budget.wait_s("picwish", waited=True)
-
-    pace_left_s = redis_client.pttl(PACE_KEY + "picwish") / 1000
-    assert pace_left_s - 0.01 <= again <= pace_left_s + budget.interval_s("picwish") / 4 + 0.01
-    assert_apart([turns[-1], *booked(lambda: budget.wait_s("picwish"), 1)],
-                 budget.interval_s("picwish")), "the chain did not move"
-
-
 def test_a_fresh_request_does_not_jump_a_booked_turn(make_budget):
     budget = make_budget(picwish_max_rps=5)
     assert budget.try_acquire("picwish", submit=False)

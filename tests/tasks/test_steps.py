@@ -92,6 +92,27 @@ def test_a_poll_scheduled_while_the_line_is_busy_holds_a_turn_and_runs_once(
     assert dispatch.sent[-1][2] != token
 
 
+def test_a_poll_refused_at_its_turn_books_the_line_s_next_free_turn(
+        system, rt, dispatch, sandbox):
+    # It used to retry as soon as the marks expired, as if at its turn: under a backlog
+    # it took the room of the poll booked next, or was refused again (195 runs in 99 s).
+    sandbox.configure(processing_time_s=(30, 30))
+    record = submitted_job(system, rt, dispatch)
+    now_s, now_us = rt.redis.time()
+    busy_ms = now_s * 1000 + now_us // 1000 + 3000
+    rt.redis.set(TURN_KEY + "hitpaw", busy_ms, px=6000)  # turns booked for the next 3 s
+    rt.redis.set(PACE_KEY + "hitpaw", "1", px=200)  # the request before it went late
+
+    queries = sandbox.count(kind="query")
+    pipeline.poll_job(rt, dispatch, record.id, record.poll_token, 1.0)  # at its turn
+
+    assert sandbox.count(kind="query") == queries, "refused"
+    _, _, token, countdown = dispatch.sent[-1]
+    assert token == record.poll_token, "deferred, not a new poll"
+    assert countdown >= 2.9, "back at the line's next free turn, after the turns booked"
+    assert int(rt.redis.get(TURN_KEY + "hitpaw")) > busy_ms, "that turn is now its own"
+
+
 def test_reconcile_re_drives_each_kind_of_overdue_job(system, rt, dispatch, sandbox):
     queued = system.enqueue(image_bytes(40, 40), "hitpaw", None)
     polling = submitted_job(system, rt, dispatch)
