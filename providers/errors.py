@@ -101,6 +101,13 @@ class ProviderUnavailable(TransientError):
     code = "provider_unavailable"
 
 
+class ResolverUnavailable(TransientError):
+    """DNS could not answer for a URL's host now (``EAI_AGAIN``): asked again later. A
+    host that does not exist is ``HostNotFound``, which is the caller's input."""
+
+    code = "resolver_unavailable"
+
+
 class ProviderTimeout(TransientError):
     """The request was sent but no answer came in time: it may have been acted upon."""
 

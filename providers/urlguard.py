@@ -42,7 +42,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import parse_url
 
-from providers.errors import InvalidInput
+from providers.errors import InvalidInput, ResolverUnavailable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -240,8 +240,9 @@ def _range_problem(ip: IPAddress, allow_private: bool) -> str | None:
 
 
 class HostNotFound(InvalidInput):
-    """The URL's host does not resolve now: refused, though it may resolve later (a caller
-    that retries, such as a webhook delivery, tells it from a refused address by class).
+    """The resolver says the URL's host has no address: refused, though it may have one
+    later (a caller that retries, such as a webhook delivery, tells it from a refused
+    address by class). A resolver that cannot answer now is ``ResolverUnavailable``.
     A code of its own, so a failed job's code names the cause and maps back to the class."""
 
     code = "host_not_found"
@@ -314,6 +315,9 @@ class UrlGuard:
         try:
             answers = self.resolver(host, port)
         except (OSError, UnicodeError) as exc:
+            if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN:
+                # the resolver timed out or failed, not the name: nothing is wrong with the URL
+                raise ResolverUnavailable(f"host {host} could not be resolved now ({exc})") from exc
             raise HostNotFound(f"URL refused: host {host} does not resolve ({exc})") from exc
         found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in answers]
         if not found:

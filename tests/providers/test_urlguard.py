@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from providers.download import fetch_bytes, open_result
-from providers.errors import InvalidInput, ProviderUnavailable
+from providers.errors import InvalidInput, ProviderUnavailable, ResolverUnavailable, TransientError
 from providers.urlguard import (
     UrlGuard,
     UrlPolicy,
@@ -173,6 +173,15 @@ def test_unresolvable_host_refused_with_its_name():
     guard = UrlGuard(UrlPolicy(), resolver=FakeResolver({}))
     with pytest.raises(InvalidInput, match="nowhere.example does not resolve"):
         guard.check("http://nowhere.example/a.jpg")
+
+
+def test_a_resolver_that_cannot_answer_now_is_transient_not_a_refusal():
+    def failing(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    with pytest.raises(ResolverUnavailable, match="images.example could not be resolved") as info:
+        UrlGuard(UrlPolicy(), resolver=failing).check("https://images.example/a.jpg")
+    assert isinstance(info.value, TransientError) and not isinstance(info.value, InvalidInput)
 
 
 @pytest.mark.parametrize(("literal", "address"), [

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from providers.errors import InvalidInput
+from providers.errors import InvalidInput, ResolverUnavailable
 from storage.jobs import JobRecord, JobSource, JobState
 from tasks import pipeline, staging
 from tasks.store import object_metadata
@@ -115,6 +115,22 @@ def test_worker_resolves_and_refuses_before_the_paid_call(system, sandbox):
         pipeline.submit_job(system.runtime, Recorder(), job_id)
     assert sandbox.count(kind="submit") == 0
     assert system.job(job_id).state is JobState.QUEUED  # the task records the failure
+
+
+@pytest.mark.integration
+def test_a_resolver_that_cannot_answer_leaves_the_job_to_be_tried_again(system, sandbox):
+    """A DNS timeout (EAI_AGAIN) is no verdict on the user's URL: the submit is retried."""
+    def resolver(host, port):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    system.runtime.guard.resolver = resolver
+    job_id = system.enqueue("http://photos.example/cat.jpg", "hitpaw")
+    with pytest.raises(ResolverUnavailable):  # a TransientError: the task retries it
+        pipeline.submit_job(system.runtime, Recorder(), job_id)
+    record = system.job(job_id)
+    assert record.state is JobState.QUEUED and record.submit_started_at is None
+    assert record.error is None
+    assert sandbox.count(kind="submit") == 0
 
 
 @pytest.mark.integration
