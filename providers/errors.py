@@ -9,6 +9,7 @@ errors (``StorageUnavailable``, ``StorageFailed``, ``ResultCheckFailed``) are in
     ├── TransientError                worth retrying later, unchanged
     │   ├── RateLimited               429 / over a request budget (honours retry_after_s)
     │   ├── ProviderUnavailable       5xx, connection refused, connect timeout
+    │   ├── ResolverUnavailable       DNS cannot answer for a URL's host now (EAI_AGAIN)
     │   └── ProviderTimeout           the request went out, no answer in time
     └── PermanentError                retrying the same request cannot help
         ├── InvalidInput              bad model, extension, size, URL (caught before paying)
