@@ -68,6 +68,10 @@ def _rows_1(s: dict) -> list[tuple[str, str]]:
                   f"{a['provider_done_to_stored_p50_s']} / "
                   f"{a['provider_done_to_stored_p95_s']}"),
                  ("1 paced: polls per job (1.3)", f"{a['provider_polls_per_job']}")]
+    limit = f.get("schedule_frontier")
+    if limit:
+        rows.append(("1 paced: least poll wait p50 s, any schedule <= 1.3 polls",
+                     f"{limit['least_wait_p50_within_polls_bound_s']}"))
     return rows
 
 

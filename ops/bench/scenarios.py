@@ -9,6 +9,7 @@ from collections import Counter
 
 from ops.bench import params as P
 from ops.bench.floor import bare_calls, celery_at_rate, celery_ceiling
+from ops.bench.frontier import frontier
 from ops.bench.measure import CpuWindow, percentile, rounded
 from ops.bench.naive import DONE_KEY as NAIVE_DONE_KEY
 from ops.bench.naive import NAIVE_QUEUE, enhance_naive
@@ -50,10 +51,12 @@ def orchestration(ctx: Context, p: P.Orchestration) -> dict:
     bare = bare_calls(ctx, p.bare_jobs)
     paced = _paced(ctx, env, p)
     ctx.stack.stop_workers()
+    limit = frontier(p.latency_s, get_runtime().settings, POLLS_BOUND)
     return {"params": {**P.as_dict(p), "settings": settings},
             "figures": {**figures, "celery_ceiling": ceiling, "celery_at_job_rate": at_rate,
                         "bare_calls": bare, **_against_floor(figures, ceiling, at_rate, bare),
-                        "latency_added_burst": burst_added, "latency_added": paced}}
+                        "latency_added_burst": burst_added, "latency_added": paced,
+                        "schedule_frontier": limit}}
 
 
 def _paced(ctx: Context, env: dict, p: P.Orchestration) -> dict:

@@ -86,6 +86,8 @@ def test_orchestration_overhead_has_its_floor(report):
                      "store_step_p95_s"):
             assert number(added[name], positive=True), name
     assert f["latency_added"]["succeeded"] == f["latency_added"]["jobs"]
+    rows = f["schedule_frontier"]["rows"]
+    assert rows and all(number(row["polls_per_job"], positive=True) for row in rows)
 
 
 def test_provider_cap_counts_429s(report):
