@@ -57,6 +57,13 @@ def admit_all(rt, provider="picwish", now_ms=1000) -> list[tuple[str, str]]:
     return order
 
 
+def woken_chain(rt, provider="picwish") -> tuple[RecordingDispatcher, str]:
+    """A recording dispatcher and the token of the chain a wake started (its first run)."""
+    dispatch = RecordingDispatcher()
+    admission.wake(rt, provider, dispatch)
+    return dispatch, dispatch.sent[0][2]
+
+
 def test_tenants_take_turns_and_each_keeps_its_own_order(make_rt):
     rt = make_rt()
     a = [job(rt, "acme") for _ in range(5)]
@@ -183,9 +190,7 @@ def test_a_chain_whose_run_died_lapses_its_grace_after_it_was_due(make_rt):
 def test_a_run_sends_what_the_budget_takes_then_books_its_next_turn(make_rt):
     rt = make_rt(picwish_max_rps=2)
     ids = [job(rt, store=True).id for _ in range(5)]
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
 
     assert admission.admit(rt, dispatch, "picwish", token) == 1
 
@@ -202,8 +207,7 @@ def test_a_run_sends_what_the_budget_takes_then_books_its_next_turn(make_rt):
 def test_a_stale_run_does_nothing(make_rt):
     rt = make_rt()
     job(rt, store=True)
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
+    dispatch, _ = woken_chain(rt)
 
     assert admission.admit(rt, dispatch, "picwish", "not-the-token") == 0
     assert [s[0] for s in dispatch.sent] == ["admit"]
@@ -211,9 +215,7 @@ def test_a_stale_run_does_nothing(make_rt):
 
 def test_an_empty_queue_ends_the_chain_and_a_wake_starts_a_new_one(make_rt):
     rt = make_rt()
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
 
     assert admission.admit(rt, dispatch, "picwish", token) == 0
     assert len(dispatch.sent) == 1, "nothing waits: no run is scheduled"
@@ -225,9 +227,7 @@ def test_a_wake_during_a_run_is_not_lost(make_rt):
     rt = make_rt(picwish_max_in_flight=1)
     job(rt, store=True)
     job(rt, store=True)
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
     woken = []
 
     def submit_and_wake(job_id, countdown_s=0):  # a job leaves flight while the run goes on
@@ -248,13 +248,12 @@ def test_paused_provider_admits_nothing_until_its_probe(make_rt):
     rt = make_rt(out_of_credit_probe_s=3600)
     job(rt, store=True)
     spend.pause(rt, "picwish", "insufficient credits")
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
+    dispatch, token = woken_chain(rt)
 
-    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 0
+    assert admission.admit(rt, dispatch, "picwish", token) == 0
     assert dispatch.sent[-1][3] == rt.settings.max_countdown_s, "looks again at the ceiling"
     rt.redis.hset(admission.prefix("picwish") + "pause", "probe_at", 0)
-    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1, "one probe"
+    assert admission.admit(rt, dispatch, "picwish", token) == 1, "one probe"
 
 
 def _reserve_many(redis_url: str, job_json: str, attempts: int, results) -> None:
@@ -364,9 +363,7 @@ def test_admission_holds_the_rest_while_admit_ahead_submits_wait_for_a_worker(ma
 def test_a_run_held_by_admit_ahead_looks_again_shortly(make_rt):
     rt = make_rt(admit_ahead=1)
     ids = [job(rt, store=True).id for _ in range(2)]
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
 
     assert admission.admit(rt, dispatch, "picwish", token) == 1
     assert dispatch.sent[1] == ("submit", ids[0])
@@ -389,9 +386,8 @@ def test_a_job_leaving_flight_does_not_replace_a_chain_paced_by_the_budget(make_
     rt = make_rt(picwish_max_rps=0.5)
     for _ in range(3):
         job(rt, store=True)
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1
+    dispatch, token = woken_chain(rt)
+    assert admission.admit(rt, dispatch, "picwish", token) == 1
     assert dispatch.sent[-1][0] == "admit", "the chain sleeps until the next submit slot"
     sent = len(dispatch.sent)
 
@@ -403,9 +399,8 @@ def test_a_job_leaving_flight_wakes_a_chain_held_by_the_in_flight_cap(make_rt):
     rt = make_rt(picwish_max_in_flight=1)
     for _ in range(2):
         job(rt, store=True)
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[0][2]) == 1
+    dispatch, token = woken_chain(rt)
+    assert admission.admit(rt, dispatch, "picwish", token) == 1
     assert dispatch.sent[-1][3] == rt.settings.max_countdown_s, "held by the cap"
 
     assert admission.wake(rt, "picwish", dispatch, freed=True), "a freed slot lifts it"
@@ -415,9 +410,7 @@ def test_a_job_leaving_flight_wakes_a_chain_held_by_the_in_flight_cap(make_rt):
 def test_a_run_holds_its_next_turn_so_polls_booked_meanwhile_do_not_push_it_back(make_rt):
     rt = make_rt(picwish_max_rps=2)
     ids = [job(rt, store=True).id for _ in range(3)]
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
     assert admission.admit(rt, dispatch, "picwish", token) == 1
     before = time.monotonic()
     *_, countdown = dispatch.sent[-1]
@@ -440,9 +433,7 @@ def test_a_run_holds_its_next_turn_so_polls_booked_meanwhile_do_not_push_it_back
 def test_a_run_woken_before_its_turn_keeps_the_turn(make_rt):
     rt = make_rt(picwish_max_rps=2)
     job(rt, store=True)
-    dispatch = RecordingDispatcher()
-    admission.wake(rt, "picwish", dispatch)
-    token = dispatch.sent[0][2]
+    dispatch, token = woken_chain(rt)
     assert rt.budget.try_acquire("picwish", submit=False)
     for _ in range(3):  # refused polls booked the next turns
         rt.budget.wait_s("picwish")

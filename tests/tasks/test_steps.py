@@ -28,6 +28,15 @@ def force(rt, job_id, **fields):
     return rt.jobs.update(job_id, lambda r: True, lambda r: fields)
 
 
+def book_the_line(rt, seconds: float) -> int:
+    """Turns on HitPaw's line booked for the next ``seconds``: the line's next free turn,
+    in ms of Redis time, which this returns."""
+    now_s, now_us = rt.redis.time()
+    busy_ms = now_s * 1000 + now_us // 1000 + int(seconds * 1000)
+    rt.redis.set(TURN_KEY + "hitpaw", busy_ms, px=int(seconds * 1000) + 1000)
+    return busy_ms
+
+
 def test_submit_sends_once_and_schedules_the_first_poll_with_a_token(system, rt, dispatch,
                                                                      sandbox):
     record = submitted_job(system, rt, dispatch)
@@ -71,9 +80,7 @@ def test_a_poll_scheduled_while_the_line_is_busy_holds_a_turn_and_runs_once(
         system, rt, dispatch, sandbox):
     sandbox.configure(processing_time_s=(30, 30))
     record = submitted_job(system, rt, dispatch)
-    now_s, now_us = rt.redis.time()
-    busy_ms = now_s * 1000 + now_us // 1000 + 5000
-    rt.redis.set(TURN_KEY + "hitpaw", busy_ms, px=6000)  # turns booked for the next 5 s
+    busy_ms = book_the_line(rt, 5.0)
     rt.redis.delete(PACE_KEY + "hitpaw")
 
     queries = sandbox.count(kind="query")
@@ -98,9 +105,7 @@ def test_a_poll_refused_at_its_turn_books_the_line_s_next_free_turn(
     # it took the room of the poll booked next, or was refused again (195 runs in 99 s).
     sandbox.configure(processing_time_s=(30, 30))
     record = submitted_job(system, rt, dispatch)
-    now_s, now_us = rt.redis.time()
-    busy_ms = now_s * 1000 + now_us // 1000 + 3000
-    rt.redis.set(TURN_KEY + "hitpaw", busy_ms, px=6000)  # turns booked for the next 3 s
+    busy_ms = book_the_line(rt, 3.0)
     rt.redis.set(PACE_KEY + "hitpaw", "1", px=200)  # the request before it went late
 
     queries = sandbox.count(kind="query")
