@@ -88,6 +88,7 @@ def test_orchestration_overhead_has_its_floor(report):
     assert f["latency_added"]["succeeded"] == f["latency_added"]["jobs"]
     rows = f["schedule_frontier"]["rows"]
     assert rows and all(number(row["polls_per_job"], positive=True) for row in rows)
+    assert number(f["schedule_frontier"]["least_wait_p50_any_schedule_s"], positive=True)
 
 
 def test_provider_cap_counts_429s(report):
