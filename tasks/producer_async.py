@@ -24,6 +24,7 @@ from storage.errors import WaitTimeout
 from storage.jobs import JobRecord, UnknownJob, parse_record
 from tasks.cancel import Cancellation
 from workers.runtime import Runtime, connect_redis_async, get_runtime
+from workers.settings import Settings
 
 DEFAULT_WAIT_S = 3600.0  # ``wait`` / ``await_job`` give up after this by default
 
@@ -37,13 +38,13 @@ def _sync():
     return producer
 
 
-def _client(rt: Runtime, subscriber: bool = False) -> redis.asyncio.Redis:
+def _client(settings: Settings, subscriber: bool = False) -> redis.asyncio.Redis:
     """This event loop's ``redis.asyncio`` client of the job store: for commands (a few
     connections, shared), or for subscriptions (one connection per waiting ``await_job``)."""
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-    key = (id(rt.settings), subscriber)
+    key = (settings, subscriber)  # by value (frozen settings hash): an id is reused
     if key not in per_loop:
-        per_loop[key] = connect_redis_async(rt.settings, bounded=not subscriber)
+        per_loop[key] = connect_redis_async(settings, bounded=not subscriber)
     return per_loop[key]
 
 
@@ -65,7 +66,7 @@ async def aenqueue_many(requests: Iterable[Mapping[str, Any]], *,
 async def aget_job(job_id: str, *, runtime: Runtime | None = None) -> JobRecord:
     """``get_job`` over ``redis.asyncio``; ``UnknownJob`` (404) for an unknown id."""
     rt = runtime or get_runtime()
-    return parse_record(job_id, await _client(rt).get(rt.jobs.record_key(job_id)))
+    return parse_record(job_id, await _client(rt.settings).get(rt.jobs.record_key(job_id)))
 
 
 async def await_job(job_id: str, timeout_s: float = DEFAULT_WAIT_S, *,
@@ -79,7 +80,7 @@ async def await_job(job_id: str, timeout_s: float = DEFAULT_WAIT_S, *,
     rt = runtime or get_runtime()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _sync().check_timeout(timeout_s)
-    async with _client(rt, subscriber=True).pubsub() as pubsub:
+    async with _client(rt.settings, subscriber=True).pubsub() as pubsub:
         await pubsub.subscribe(rt.jobs.events_channel(job_id))
         # read once the server confirmed the subscription (SUBSCRIBE is sent without
         # waiting): a change between the read and the subscription would be missed
@@ -123,7 +124,7 @@ async def alist_jobs(*, state: str | None = None, provider: str | None = None,
     rt = runtime or get_runtime()
     flt = _sync().job_filter(state, provider, tenant, label, since)
     page, raws = await jobindex.arun(jobindex.page(rt.jobs.prefix, flt, cursor, limit),
-                                     _client(rt))
+                                     _client(rt.settings))
     return _sync().JobPage([JobRecord.model_validate_json(raw) for raw in raws], page.cursor)
 
 

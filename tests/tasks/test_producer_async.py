@@ -104,7 +104,7 @@ def test_await_job_reads_the_record_only_when_it_was_announced_changed(system):
     job_id = system.enqueue(image_bytes(8, 8), "picwish")  # no worker: stays queued
 
     async def scenario() -> tuple[int, int, JobState]:
-        client = producer_async._client(rt)
+        client = producer_async._client(rt.settings)
         reads = []
         original = client.get
         client.get = lambda key: reads.append(key) or original(key)
@@ -169,3 +169,23 @@ def test_await_job_sees_a_change_right_after_its_first_read_when_the_subscribe_l
         assert asyncio.run(main()).state is JobState.CANCELLED
         assert reads == [JobState.QUEUED, JobState.CANCELLED]
         rt.close()
+
+
+def test_clients_are_kept_per_settings_value_not_per_object_address():
+    """A client per event loop and per settings *value*: equal settings share one, other
+    settings get their own. Keyed by ``id(settings)``, settings created after another was
+    freed could take its address (CPython reuses them) and be handed its client, of
+    another Redis database. No connection is made here."""
+
+    async def clients() -> tuple[bool, list[tuple[int, int]]]:
+        one = Settings(redis_url="redis://127.0.0.1:6379/1")
+        shared = producer_async._client(one) is producer_async._client(one.model_copy())
+        seen = []
+        for db in range(2, 8):
+            client = producer_async._client(Settings(redis_url=f"redis://127.0.0.1:6379/{db}"))
+            seen.append((db, client.connection_pool.connection_kwargs["db"]))
+        return shared, seen
+
+    shared, seen = asyncio.run(clients())
+    assert shared
+    assert all(wanted == got for wanted, got in seen), seen
