@@ -1,9 +1,9 @@
-"""``python -m ops.faults [--scenarios 1,...,7] [--smoke] [--out ops/faults/reports/]``.
+"""``python -m ops.faults [--scenarios 1,...,8] [--smoke] [--out ops/faults/reports/]``.
 
 Runs the real system (private Redis with an append-only file, moto's S3 server behind a
 breakable proxy, the provider sandbox, ``enhance worker`` and ``enhance beat`` processes)
 through crashes, Redis restarts, provider storms, S3 outages, malformed answers, expiry
-and a Sentinel failover, and writes ``report.json`` and ``report.txt``. Exit status 1 when
+a Sentinel failover and webhooks through crashes, and writes ``report.json`` and ``report.txt``. Exit status 1 when
 a scenario errored or a promise broke.
 """
 
@@ -22,6 +22,7 @@ from ops.faults.hostile import malformed
 from ops.faults.report import table, write_json, write_table
 from ops.faults.scenarios import crash_storm, expiry, provider_storms, redis_restart, storage_outage
 from ops.faults.stack import FaultStack
+from ops.faults.webhooks import webhooks
 from ops.suite import exit_on_sigterm, run_suite
 
 SCENARIOS = {  # number -> (name, run, params attribute)
@@ -32,6 +33,7 @@ SCENARIOS = {  # number -> (name, run, params attribute)
     "5": ("malformed answers", malformed, "malformed"),
     "6": ("expiry", expiry, "expiry"),
     "7": ("Sentinel failover", failover, "failover"),
+    "8": ("webhooks through crashes", webhooks, "webhooks"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -215,12 +216,14 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value else None
 
 
-def wait_final(ids: list[str], timeout_s: float, interval_s: float = 0.25) -> bool:
-    """Wait until every job is final; False on timeout. Redis errors count as not yet."""
+def wait_final(ids: list[str], timeout_s: float, interval_s: float = 0.25,
+               until: Callable[[JobRecord], bool] = lambda r: r.state.final) -> bool:
+    """Wait until every job is final (or ``until`` holds for it); False on timeout. Redis
+    errors count as not yet."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if all(r.state.final for r in read_records(ids)):
+            if all(until(r) for r in read_records(ids)):
                 return True
         except Exception:  # noqa: BLE001 - the store may be restarting
             pass

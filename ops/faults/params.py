@@ -95,6 +95,18 @@ class Failover(Run):
 
 
 @dataclass(frozen=True)
+class Webhooks(CrashStorm):
+    """Every job asks for a webhook; the crash storm's kills, and the receiver down for
+    ``outage_s`` from ``outage_at_s`` into the storm (production retry timings)."""
+
+    jobs: int = 150
+    processing_s: tuple[float, float] = (2.0, 6.0)
+    storm_s: float = 60.0
+    outage_at_s: float = 15.0
+    outage_s: float = 20.0
+
+
+@dataclass(frozen=True)
 class Params:
     crash_storm: CrashStorm = field(default_factory=CrashStorm)
     redis_restart: RedisRestart = field(default_factory=RedisRestart)
@@ -103,6 +115,7 @@ class Params:
     malformed: Malformed = field(default_factory=Malformed)
     expiry: Expiry = field(default_factory=Expiry)
     failover: Failover = field(default_factory=Failover)
+    webhooks: Webhooks = field(default_factory=Webhooks)
 
 
 def smoke() -> Params:
@@ -127,6 +140,11 @@ def smoke() -> Params:
                                 "PICWISH_POLL_INTERVAL_S": 1}),
         failover=Failover(jobs=8, processing_s=fast, kill_after_s=2, final_timeout_s=120,
                           settings=s),
+        webhooks=Webhooks(jobs=20, processing_s=fast, create_latency_s=(0.2, 0.4),
+                          kill_every_s=4, storm_s=8, outage_at_s=1, outage_s=3,
+                          final_timeout_s=90,
+                          settings={**s, "WEBHOOK_RETRY_BASE_S": 0.5, "WEBHOOK_TIMEOUT_S": 2,
+                                    "NOTIFY_LOST_AFTER_S": 3}),
     )
 
 

@@ -88,6 +88,15 @@ def notes(report: dict) -> list[str]:
     failover = report["scenarios"].get("7", {}).get("figures", {})
     if "promotion_s" in failover:
         out.append(f"failover: replica promoted {failover['promotion_s']} s after the kill")
+    hooks = report["scenarios"].get("8", {}).get("figures", {})
+    if "final_events_owed" in hooks:
+        out.append(f"webhooks: {hooks['final_events_delivered']} of {hooks['final_events_owed']} "
+                   f"final events delivered verified through {hooks['worker_kills']} worker "
+                   f"kills and a {hooks['receiver_outage_s']} s receiver outage "
+                   f"({hooks['deliveries_answered_503']} attempts answered 503, "
+                   f"{hooks['delivered_again_after_2xx']} sent again after a 2xx); first 2xx "
+                   f"after the job ended p50 {hooks['end_to_first_2xx_p50_s']:.1f} s, "
+                   f"max {hooks['end_to_first_2xx_max_s']:.1f} s")
     return out
 
 

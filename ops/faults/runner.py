@@ -45,8 +45,9 @@ def supported(ctx: Context, sandbox: dict) -> dict:
 
 
 def enqueue_batch(ctx: Context, count: int, providers: tuple[str, ...] = PROVIDERS,
-                  batch: Batch | None = None) -> Batch:
-    """Enqueue ``count`` jobs, each with a source URL of its own (to find its paid calls)."""
+                  batch: Batch | None = None, **options: object) -> Batch:
+    """Enqueue ``count`` jobs, each with a source URL of its own (to find its paid calls);
+    ``options`` go to every ``enqueue`` (``webhook=...``)."""
     from tasks.producer import enqueue
 
     batch = batch or Batch()
@@ -54,7 +55,7 @@ def enqueue_batch(ctx: Context, count: int, providers: tuple[str, ...] = PROVIDE
     for i in range(count):
         source = f"{base}?ref={uuid.uuid4().hex}"
         job_id = _with_retry(lambda s=source, i=i: enqueue(s, providers[i % len(providers)],
-                                                            runtime=get_runtime()))
+                                                            runtime=get_runtime(), **options))
         batch.sources[job_id] = source
     return batch
 

@@ -40,10 +40,10 @@ def runs(scenario: dict) -> list[tuple[str, dict]]:
 
 def test_every_scenario_ran(report):
     assert report["errors"] == {}
-    assert sorted(report["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7"]
+    assert sorted(report["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7", "8"]
 
 
-@pytest.mark.parametrize("number", ["1", "2", "3", "4", "5", "6", "7"])
+@pytest.mark.parametrize("number", ["1", "2", "3", "4", "5", "6", "7", "8"])
 def test_no_job_left_non_final_and_none_paid_twice(report, number):
     scenario = report["scenarios"][number]
     if scenario.get("available") is False:
@@ -62,6 +62,14 @@ def test_crash_storm_killed_workers_and_beat(report):
     figures = report["scenarios"]["1"]["figures"]
     assert figures["worker_kills"] >= 2 and figures["beat_kills"] == 1
     assert figures["matched_to_a_kill"] <= figures["outcome_unknown"]
+
+
+def test_every_final_state_reached_its_webhook_through_the_kills_and_the_outage(report):
+    figures = report["scenarios"]["8"]["figures"]
+    assert figures["worker_kills"] >= 2 and figures["webhooks_settled"]
+    assert figures["final_events_owed"] == figures["enqueued"]
+    assert figures["final_events_missed"] == 0 and figures["deliveries_unverified"] == 0
+    assert figures["final_events_delivered"] == figures["final_events_owed"]
 
 
 def test_malformed_answers_never_escape_our_error_tree(report):
