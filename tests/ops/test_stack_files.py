@@ -9,6 +9,7 @@ the deployment files miss fails here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 import shutil
@@ -487,3 +488,40 @@ def test_a_separate_job_store_redis_fsyncs_every_write():
     command = " ".join(service["command"])
     assert "--appendonly yes" in command and "--appendfsync always" in command
     assert service["profiles"] == ["jobstore"]
+
+
+def egress_allows(policy: dict, address: str, port: int) -> bool:
+    """Whether ``policy`` lets a pod connect to ``address``:``port`` over TCP by an ipBlock
+    (the rules that speak of addresses outside the cluster's pods)."""
+    ip = ipaddress.ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        ports = {p["port"] for p in rule.get("ports", []) if p.get("protocol", "TCP") == "TCP"}
+        if rule.get("ports") and port not in ports:
+            continue
+        for peer in rule.get("to", []):
+            block = peer.get("ipBlock")
+            if block is None or ip.version != ipaddress.ip_network(block["cidr"]).version:
+                continue
+            if ip in ipaddress.ip_network(block["cidr"]) and not any(
+                    ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])):
+                return True
+    return False
+
+
+def test_k8s_egress_keeps_every_pod_off_metadata_and_private_web_ports(k8s):
+    policy = k8s[("NetworkPolicy", "enhance-egress")]
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    templates = [doc["spec"]["template"] for (kind, _), doc in k8s.items()
+                 if kind in ("Deployment", "Job")]
+    assert templates and all(selected.items() <= t["metadata"]["labels"].items()
+                             for t in templates)
+    for address, port in [("169.254.169.254", 80), ("10.0.0.5", 80), ("172.20.1.1", 443),
+                          ("192.168.1.1", 8080), ("127.0.0.1", 6379), ("100.64.0.1", 80),
+                          ("fd00:ec2::254", 80), ("fe80::1", 443), ("::1", 6379),
+                          ("::ffff:10.0.0.1", 443)]:
+        assert not egress_allows(policy, address, port), (address, port)
+    for address, port in [("10.0.0.5", 6379), ("172.20.1.1", 26379), ("192.168.1.1", 5672),
+                          ("93.184.216.34", 443), ("52.216.0.1", 443), ("8.8.8.8", 8080),
+                          ("2606:4700::1", 443)]:
+        assert egress_allows(policy, address, port), (address, port)
