@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ops.bench.measure import percentile, rounded
 from ops.bench.runner import Context
 from ops.faults import params as P
-from ops.faults.outcome import Observer, read_records, wait_final
+from ops.faults.outcome import read_records, wait_final
 from ops.faults.runner import enqueue_batch, finish, prepare, promises
 from ops.faults.scenarios import _storm, _workers
 from storage.jobs import JobRecord
@@ -89,9 +89,8 @@ def webhooks(ctx: Context, p: P.Webhooks) -> dict:
     outage = _outage(receiver, p)
     try:
         batch = enqueue_batch(ctx, p.jobs, webhook=receiver.url())
-        with Observer(batch):
-            _storm(ctx, env, p)
-            figures, _ = finish(ctx, batch, p.final_timeout_s)
+        _storm(ctx, env, p)
+        figures, _ = finish(ctx, batch, p.final_timeout_s)
         settled = wait_final(batch.ids, p.final_timeout_s, until=_settled)
         records = read_records(batch.ids)
     finally:
