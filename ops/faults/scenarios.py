@@ -27,12 +27,12 @@ from workers.app import app
 from workers.runtime import get_runtime
 
 
-def _workers(ctx: Context, env: dict, count: int, concurrency: int) -> None:
+def start_workers(ctx: Context, env: dict, count: int, concurrency: int) -> None:
     for _ in range(count):
         ctx.stack.worker(env, concurrency=concurrency)
 
 
-def _call_window_s() -> float:
+def call_window_s() -> float:
     """The longest a paid call can last: connect, then the answer's overall deadline."""
     s = get_runtime().settings
     return s.http_connect_timeout_s + getattr(s, "http_deadline_s", s.http_read_timeout_s)
@@ -44,14 +44,14 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
     env = prepare(ctx, p.settings, processing_time_s=list(p.processing_s),
                   create_latency_s=list(p.create_latency_s))
     stack = ctx.stack
-    _workers(ctx, env, p.workers, p.concurrency)
+    start_workers(ctx, env, p.workers, p.concurrency)
     stack.beat(env)
     batch = enqueue_batch(ctx, p.jobs)
     with Observer(batch) as observer:
-        _storm(ctx, env, p)
+        kill_storm(ctx, env, p)
         figures, records = finish(ctx, batch, p.final_timeout_s)
     kills = [k for k in stack.kills if k["what"] == "worker"]
-    figures.update(unknown_outcomes_matched(records, kills, _call_window_s()))
+    figures.update(unknown_outcomes_matched(records, kills, call_window_s()))
     own = [observer.moved_again_s(k["at"], k["jobs"], records) for k in kills]
     everyone = [observer.recovery_s(k["at"], records) for k in kills]
     past_due = observer.moved_again_past_due_s(kills, records)
@@ -74,7 +74,7 @@ def crash_storm(ctx: Context, p: P.CrashStorm) -> dict:
                 figures["unmatched"] == 0))}
 
 
-def _storm(ctx: Context, env: dict, p: P.CrashStorm) -> None:
+def kill_storm(ctx: Context, env: dict, p: P.CrashStorm) -> None:
     """One kill every ``kill_every_s`` on a fixed schedule (restarts do not push it back)."""
     stack, began = ctx.stack, time.monotonic()
     kills = max(int(p.storm_s // p.kill_every_s), 2)

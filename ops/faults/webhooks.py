@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ops.bench.measure import percentile, rounded
 from ops.bench.runner import Context
 from ops.faults import params as P
-from ops.faults.outcome import read_records, wait_final
+from ops.faults.outcome import read_records, unknown_outcomes_matched, wait_final
 from ops.faults.runner import enqueue_batch, finish, prepare, promises
-from ops.faults.scenarios import _storm, _workers
+from ops.faults.scenarios import call_window_s, kill_storm, start_workers
 from storage.jobs import JobRecord
 from tasks.webhooks import verify_webhook
 
@@ -83,26 +83,29 @@ def webhooks(ctx: Context, p: P.Webhooks) -> dict:
     settings = {**p.settings, "WEBHOOK_SECRET": SECRET}
     env = prepare(ctx, settings, processing_time_s=list(p.processing_s),
                   create_latency_s=list(p.create_latency_s))
-    _workers(ctx, env, p.workers, p.concurrency)
+    start_workers(ctx, env, p.workers, p.concurrency)
     ctx.stack.beat(env)
     receiver = Receiver()
     outage = _outage(receiver, p)
     try:
         batch = enqueue_batch(ctx, p.jobs, webhook=receiver.url())
-        _storm(ctx, env, p)
-        figures, _ = finish(ctx, batch, p.final_timeout_s)
+        kill_storm(ctx, env, p)
+        figures, ended = finish(ctx, batch, p.final_timeout_s)
         settled = wait_final(batch.ids, p.final_timeout_s, until=_settled)
         records = read_records(batch.ids)
     finally:
         outage.cancel()
         receiver.close()
+    kills = [k for k in ctx.stack.kills if k["what"] == "worker"]
+    figures.update(unknown_outcomes_matched(ended, kills, call_window_s()))
     figures.update(delivery_figures(records, receiver.arrivals))
     figures.update({"webhooks_settled": settled, "receiver_outage_s": p.outage_s,
-                    "worker_kills": sum(k["what"] == "worker" for k in ctx.stack.kills)})
+                    "worker_kills": len(kills)})
     return {"params": P.as_dict(p), "figures": figures,
             "promises": promises(figures, every_final_state_delivered=(
                 figures["final_events_missed"] == 0 and settled),
-                every_delivery_verified=figures["deliveries_unverified"] == 0)}
+                every_delivery_verified=figures["deliveries_unverified"] == 0,
+                every_unknown_outcome_matched_a_kill=figures["unmatched"] == 0)}
 
 
 def _outage(receiver: Receiver, p: P.Webhooks) -> threading.Timer:
