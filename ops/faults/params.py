@@ -97,7 +97,7 @@ class Failover(Run):
 @dataclass(frozen=True)
 class Webhooks(CrashStorm):
     """Every job asks for a webhook; the crash storm's kills, and the receiver down for
-    ``outage_s`` from ``outage_at_s`` into the storm (production retry timings)."""
+    ``outage_s`` from ``outage_at_s`` after the first enqueue (production retry timings)."""
 
     jobs: int = 150
     processing_s: tuple[float, float] = (2.0, 6.0)

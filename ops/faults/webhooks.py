@@ -109,7 +109,8 @@ def webhooks(ctx: Context, p: P.Webhooks) -> dict:
 
 
 def _outage(receiver: Receiver, p: P.Webhooks) -> threading.Timer:
-    """Take the receiver down ``outage_at_s`` into the storm, for ``outage_s``."""
+    """Take the receiver down ``outage_at_s`` from now (the jobs are enqueued next), for
+    ``outage_s``."""
     def down() -> None:
         receiver.down = True
         time.sleep(p.outage_s)
