@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from workers.embedded import ensure_bucket, start_missing_services
+from workers.embedded import dies_with_parent, ensure_bucket, start_missing_services
 
 SAMPLES = {  # name -> (width, height, Pillow format)
     "portrait.jpg": (256, 256, "JPEG"),
@@ -68,7 +68,7 @@ def demo_jobs(sandbox_url: str | None) -> list[DemoJob]:
 
 
 def _spawn(stack: ExitStack, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
+    proc = subprocess.Popen(dies_with_parent([sys.executable, "-m", "workers.cli", *args]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def stop() -> None:

@@ -31,7 +31,13 @@ from workers.devenv import (
     read_env_file,
     write_dev_env,
 )
-from workers.embedded import LocalServices, ensure_bucket, free_port, start_missing_services
+from workers.embedded import (
+    LocalServices,
+    dies_with_parent,
+    ensure_bucket,
+    free_port,
+    start_missing_services,
+)
 
 STOP_TIMEOUT_S = 20.0  # a process given SIGTERM is killed after this long
 READY_TIMEOUT_S = 60.0  # the worker must answer a ping within this long
@@ -115,11 +121,12 @@ def _dev_env(local: LocalServices) -> dict[str, str]:
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    """``enhance ARGS`` in a session of its own: only this process stops it, in order.
+    """``enhance ARGS`` in a session of its own: only this process stops it, in order, and
+    if this process is killed outright it gets SIGTERM (``dies_with_parent``).
 
     Its stdout (Celery's start-up banners) is dropped; its log lines (stderr) show.
     """
-    return subprocess.Popen([sys.executable, "-m", "workers.cli", *args],
+    return subprocess.Popen(dies_with_parent([sys.executable, "-m", "workers.cli", *args]),
                             stdout=subprocess.DEVNULL, start_new_session=True)
 
 

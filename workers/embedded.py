@@ -26,6 +26,18 @@ LOOPBACK = "127.0.0.1"
 STARTUP_BACKOFF_CAP_S = 0.2  # longest pause between two connection attempts at start-up
 
 
+def dies_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` so that its process gets SIGTERM when this one dies, however it dies
+    (SIGKILL too): Linux's parent-death signal, set by util-linux's ``setpriv`` before it
+    executes ``argv`` in its own place. ``argv`` itself where there is no ``setpriv``.
+
+    The signal comes when the *thread* that started the child ends: start it from one
+    that lives as long as the child should (the main thread).
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
@@ -58,8 +70,9 @@ def embedded_redis(startup_timeout_s: float = 10.0) -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="enhance-redis-")
     proc = subprocess.Popen(
-        [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--daemonize", "no", "--loglevel", "warning"],
+        dies_with_parent([binary, "--bind", LOOPBACK, "--port", str(port), "--save", "",
+                          "--appendonly", "no", "--dir", workdir, "--daemonize", "no",
+                          "--loglevel", "warning"]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C meant for its owner must not stop it before the

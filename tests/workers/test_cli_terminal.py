@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +123,54 @@ def test_enhance_dev_up_submit_status_get_and_down(tmp_path, photo):
     assert not (tmp_path / ".enhance" / "dev.env").exists()
     for line in ("redis ", "s3 ", "sandbox ", "worker ", "beat "):
         assert f"\n  {line}" in dev.output.replace("\r\n", "\n"), line
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv")
+def test_enhance_dev_killed_outright_takes_its_processes_with_it(tmp_path):
+    """SIGKILL gives `enhance dev` no chance to stop anything: its worker, beat, metrics
+    and redis-server get SIGTERM from the kernel (the parent-death signal) and end."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
+    dev = Terminal(["dev"], {**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    try:
+        dev.expect("enhance dev: ready", timeout_s=120)
+        children = _children(dev.proc.pid)
+        commands = " ".join(_command(pid) for pid in children)
+        for name in ("redis-server", "worker", "beat", "metrics"):
+            assert name in commands, commands
+        os.kill(dev.proc.pid, signal.SIGKILL)
+        dev.proc.wait(timeout=10)
+        deadline = time.monotonic() + 90  # the worker's warm shutdown, on a busy machine
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [_command(pid) for pid in children if _running(pid)]
+        assert not left, left
+    finally:
+        dev.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (Linux's /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a child of a dead parent is reaped by init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _enhance(cwd, env, *args):
