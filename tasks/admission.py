@@ -537,8 +537,9 @@ def _until_slot_s(rt: Runtime, provider: str) -> float:
 
 
 def resume(rt: Runtime, provider: str, dispatch=None) -> bool:
-    """Lift an out-of-credit pause and today's spend-cap holds (``enhance resume``, after a
-    top-up or a raised cap) and wake admission; True if anything was held.
+    """Lift an out-of-credit pause, today's spend-cap holds and the operator's hold
+    (``enhance resume``, after a top-up, a raised cap or ``enhance pause``) and wake
+    admission; True if anything was held.
 
     A cap still reached holds again at the next reservation.
     """
@@ -546,6 +547,7 @@ def resume(rt: Runtime, provider: str, dispatch=None) -> bool:
 
     lifted = spend.unpause(rt, provider)
     lifted = spend.lift_cap_holds(rt, provider) or lifted
+    lifted = spend.release(rt, provider) or lifted
     wake(rt, provider, dispatch)
     return lifted
 

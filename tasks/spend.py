@@ -13,6 +13,10 @@ next UTC day; ``fail`` fails the job ``budget_exhausted``.
 Out of credit (HitPaw insufficient coins, PicWish insufficient credits): ``pause`` holds
 the provider's admission for every worker until ``enhance resume PROVIDER``, or until a
 probe (one submit every ``OUT_OF_CREDIT_PROBE_S``) is accepted.
+
+An operator's hold (``enhance pause PROVIDER``: a vendor's incident, a billing question, a
+drain before maintenance) holds admission the same way, with no probe and nothing that
+lifts it but ``enhance resume PROVIDER``.
 """
 
 from __future__ import annotations
@@ -171,6 +175,28 @@ def pause(rt: Runtime, provider: str, reason: str) -> bool:
     return True
 
 
+def hold(rt: Runtime, provider: str, reason: str) -> bool:
+    """The operator's hold: admission of ``provider`` stops for every worker until
+    ``resume``; jobs already submitted carry on. True when it was not held already."""
+    held = rt.redis.hsetnx(_adm(provider) + "held", "since", time.time())
+    rt.redis.hset(_adm(provider) + "held", "reason", reason[:200])
+    if held:
+        log.warning("%s: admission held by the operator (%s); queued jobs wait until "
+                    "`enhance resume %s`", provider, reason, provider)
+    return bool(held)
+
+
+def held(rt: Runtime, provider: str) -> dict[str, str] | None:
+    """The operator's hold of ``provider`` (since, reason), or None."""
+    raw = rt.redis.hgetall(_adm(provider) + "held")
+    return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+
+def release(rt: Runtime, provider: str) -> bool:
+    """Lift the operator's hold; True when there was one."""
+    return bool(rt.redis.delete(_adm(provider) + "held"))
+
+
 def unpause(rt: Runtime, provider: str) -> bool:
     """Lift the pause; True when there was one."""
     if rt.redis.delete(_adm(provider) + "pause"):
@@ -192,6 +218,8 @@ def paused(rt: Runtime, provider: str) -> dict[str, str] | None:
 
 def admission_limit(rt: Runtime, provider: str) -> tuple[int, float | None]:
     """How many submits admission may send now, or (0, seconds to look again)."""
+    if rt.redis.exists(_adm(provider) + "held"):  # ``resume`` wakes admission when lifted
+        return 0, rt.settings.max_countdown_s
     pause_ = paused(rt, provider)
     if pause_ is not None:
         now, probe_at = time.time(), float(pause_.get("probe_at", 0))

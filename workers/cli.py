@@ -446,8 +446,27 @@ def format_figure(name: str, value: float) -> str:
 
 @main.command()
 @click.argument("provider", type=click.Choice(["hitpaw", "picwish"]))
+@click.option("--reason", default="paused by the operator", show_default=True,
+              help="Shown in `enhance stats` and the log.")
+def pause(provider: str, reason: str) -> None:
+    """Hold PROVIDER's admission for every worker until `enhance resume PROVIDER`.
+
+    Queued and new jobs wait (their deadlines still run); jobs already submitted are
+    polled and stored as usual.
+    """
+    from tasks.spend import hold
+    from workers.runtime import get_runtime
+
+    fresh = hold(get_runtime(), provider, reason)
+    click.echo(f"{provider}: admission {'held' if fresh else 'already held'} ({reason}); "
+               f"`enhance resume {provider}` lifts it")
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["hitpaw", "picwish"]))
 def resume(provider: str) -> None:
-    """Lift PROVIDER's out-of-credit pause and spend-cap holds; admission starts again."""
+    """Lift PROVIDER's out-of-credit pause, spend-cap holds and `enhance pause`;
+    admission starts again."""
     from tasks.admission import resume as resume_admission
     from workers.runtime import get_runtime
 

@@ -80,6 +80,7 @@ def _admission_figures(rt: Runtime, provider: str) -> dict[str, float]:
         "waiting_batch": waiting["batch"],
         "admitted": admission.admitted_count(rt, provider),
         "paused_out_of_credit": 1 if spend.paused(rt, provider) else 0,
+        "held_by_operator": 1 if spend.held(rt, provider) else 0,
         "spent_today": spend.spent_today(rt, provider).get("total", 0.0),
         "daily_limit": -1 if limit is None else limit,  # -1: no cap
     }
@@ -217,6 +218,9 @@ def _admission_metrics(figures):
     paused = GaugeMetricFamily("enhance_admission_paused",
                                "1 while the provider is paused for lack of credit",
                                labels=["provider"])
+    held = GaugeMetricFamily("enhance_admission_held",
+                             "1 while the operator holds the provider (enhance pause)",
+                             labels=["provider"])
     spent = GaugeMetricFamily("enhance_spend_today", "Coins/credits spent this UTC day",
                               labels=["provider"])
     limit = GaugeMetricFamily("enhance_spend_daily_limit",
@@ -225,9 +229,10 @@ def _admission_metrics(figures):
         for lane in ("interactive", "batch"):
             waiting.add_metric([name, lane], figures[name][f"waiting_{lane}"])
         paused.add_metric([name], figures[name]["paused_out_of_credit"])
+        held.add_metric([name], figures[name]["held_by_operator"])
         spent.add_metric([name], figures[name]["spent_today"])
         limit.add_metric([name], figures[name]["daily_limit"])
-    return waiting, paused, spent, limit
+    return waiting, paused, held, spent, limit
 
 
 def serve_metrics(port: int, address: str = "127.0.0.1") -> None:

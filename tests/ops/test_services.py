@@ -490,6 +490,7 @@ def expected_figures(run: Run) -> dict:
             "waiting_batch": 0,
             "admitted": 0,
             "paused_out_of_credit": 0,
+            "held_by_operator": 0,
             "spent_today": pytest.approx(sum(r.cost or 0 for r in run.of(provider))),
             "daily_limit": -1,
         }

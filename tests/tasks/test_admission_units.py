@@ -256,6 +256,25 @@ def test_paused_provider_admits_nothing_until_its_probe(make_rt):
     assert admission.admit(rt, dispatch, "picwish", token) == 1, "one probe"
 
 
+def test_an_operator_hold_admits_nothing_no_probe_lifts_it_and_resume_does(make_rt):
+    rt = make_rt(out_of_credit_probe_s=3600)
+    job(rt, store=True)
+    assert spend.hold(rt, "picwish", "vendor incident")
+    assert not spend.hold(rt, "picwish", "vendor incident"), "already held"
+    spend.pause(rt, "picwish", "insufficient credits")
+    rt.redis.hset(admission.prefix("picwish") + "pause", "probe_at", 0)  # a probe is due
+    dispatch, token = woken_chain(rt)
+
+    assert admission.admit(rt, dispatch, "picwish", token) == 0, "the hold comes first"
+    assert dispatch.sent[-1][3] == rt.settings.max_countdown_s, "looks again at the ceiling"
+    spend.unpause(rt, "picwish")  # what an accepted probe does: the operator's hold stays
+    assert spend.held(rt, "picwish")["reason"] == "vendor incident"
+    assert admission.admit(rt, dispatch, "picwish", token) == 0
+    assert admission.resume(rt, dispatch=dispatch, provider="picwish")
+    assert spend.held(rt, "picwish") is None
+    assert admission.admit(rt, dispatch, "picwish", dispatch.sent[-1][2]) == 1
+
+
 def _reserve_many(redis_url: str, job_json: str, attempts: int, results) -> None:
     rt = Runtime(Settings(redis_url=redis_url, picwish_daily_credit_limit=100))
     record = JobRecord.model_validate_json(job_json)

@@ -167,6 +167,34 @@ def test_no_credits_left_pauses_admission_and_the_job_waits_until_resumed(system
     assert spend.paused(rt, "picwish") is None
 
 
+def test_enhance_pause_holds_admission_until_enhance_resume(system, sandbox):
+    from click.testing import CliRunner
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from workers.cli import main
+    from workers.metrics import JobCollector
+
+    paused = CliRunner().invoke(main, ["pause", "picwish", "--reason", "vendor incident"])
+    assert paused.exit_code == 0 and "picwish: admission held" in paused.output, paused.output
+    system.start_worker()
+    held = system.enqueue(image_bytes(40, 40), "picwish", "hd")
+    other = system.enqueue(image_bytes(40, 40), "hitpaw", "general_2x")
+    system.wait([other])  # admission of both was woken at their enqueue, long before
+
+    assert system.job(held).state.value == "queued"
+    assert sandbox.count(provider="picwish", kind="submit") == 0
+    registry = CollectorRegistry()
+    registry.register(JobCollector(system.runtime))
+    scraped = generate_latest(registry).decode()
+    assert 'enhance_admission_held{provider="picwish"} 1.0' in scraped
+    assert 'enhance_admission_held{provider="hitpaw"} 0.0' in scraped
+
+    resumed = CliRunner().invoke(main, ["resume", "picwish"])
+    assert resumed.output == "picwish: admission resumed\n"
+    [record] = system.wait([held])
+    assert record.state.value == "succeeded", record.error
+
+
 def test_result_that_expires_before_it_is_stored_fails_result_expired(system, sandbox):
     sandbox.configure(result_ttl_s=0.5)
     system.start_worker(queues="enhance.admit,enhance.submit,enhance.poll")  # no store queue
