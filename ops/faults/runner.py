@@ -6,6 +6,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import kombu.pools
+
 from ops.bench.runner import Context
 from ops.faults.outcome import Batch, Observer, read_records, tally, wait_final
 from workers.app import app
@@ -32,7 +34,10 @@ def prepare(ctx: Context, settings: dict, **sandbox: object) -> dict[str, str]:
 def use(ctx: Context, settings: dict) -> dict[str, str]:
     """Point this process (the producer) at ``ctx``'s stack; return the workers' env."""
     # Fresh connections (and producers): the pooled ones may be to another stack's broker,
-    # or to a Redis the last scenario killed.
+    # or to a Redis the last scenario killed. The app's pools are kombu's, kept per broker
+    # URL: a Redis restarted on the same URL left the crash storm's `inspect` a dead
+    # connection (a later scenario's broadcast failed "Connection closed by server").
+    kombu.pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
     return ctx.use(**settings)

@@ -27,7 +27,8 @@ def report(tmp_path_factory) -> dict:
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert "scenario" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "report.txt").read_text().startswith("fault suite (smoke)")
-    return json.loads((out / "report.json").read_text())
+    return {**json.loads((out / "report.json").read_text()),
+            "stderr_tail": proc.stderr[-6000:]}  # a failed scenario's traceback is there
 
 
 def runs(scenario: dict) -> list[tuple[str, dict]]:
@@ -39,7 +40,7 @@ def runs(scenario: dict) -> list[tuple[str, dict]]:
 
 
 def test_every_scenario_ran(report):
-    assert report["errors"] == {}
+    assert report["errors"] == {}, report["stderr_tail"]
     assert sorted(report["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7", "8"]
 
 
