@@ -245,13 +245,20 @@ class JobStore:
         """
         return self.create_many([record], durable=durable)[0]
 
-    def create_many(self, records: list[JobRecord],
-                    durable: bool = False) -> list[tuple[JobRecord, bool]]:
+    def create_many(self, records: list[JobRecord], durable: bool = False,
+                    handoff_s: float | None = None) -> list[tuple[JobRecord, bool]]:
         """``create`` for a batch, in one ``MULTI`` (plus a ``WATCH``/``MGET`` when some
         carry an idempotency key); returns ``(stored record, created now)`` per record.
 
         With ``durable``, one confirmation covers the batch; when it fails every record
         the batch created is taken back and ``NotDurable`` raised.
+
+        With ``handoff_s``, new records with an idempotency key are due that soon instead
+        of at their own ``next_check_at`` until ``handed_off`` puts them back: such a job
+        recorded but never handed on (the producer or Redis failed in between) is then
+        found overdue and re-driven, since a retry with its key gets it back, not a new
+        job. One without a key is left for its deadline: its caller saw the error, and a
+        retry records a second job that must be the only one paid for.
 
         Raises:
             IdempotencyConflict: a key was first used for a different request; nothing of
@@ -268,7 +275,7 @@ class JobStore:
         with client.pipeline() as pipe:
             while True:
                 try:
-                    results = self._create_batch(pipe, records, idem)
+                    results = self._create_batch(pipe, records, idem, handoff_s)
                     break
                 except redis.WatchError:
                     continue
@@ -298,8 +305,8 @@ class JobStore:
             if key and self._redis.get(key) == record.id.encode():
                 self._redis.delete(key)
 
-    def _create_batch(self, pipe: Any, records: list[JobRecord],
-                      idem: dict[str, str]) -> list[tuple[JobRecord, bool]]:
+    def _create_batch(self, pipe: Any, records: list[JobRecord], idem: dict[str, str],
+                      handoff_s: float | None = None) -> list[tuple[JobRecord, bool]]:
         first: dict[str, str] = {}  # idempotency key -> the job it names
         if idem:
             keys = sorted(set(idem.values()))
@@ -322,12 +329,24 @@ class JobStore:
             new.append(record)
             results.append((record, True))
         pipe.multi()
+        handoff_at = None if handoff_s is None else utcnow().timestamp() + handoff_s
         for record in new:
             if record.id in idem:
                 pipe.set(idem[record.id], record.id, ex=FINAL_RECORD_TTL_S)
             self._write(pipe, record, previous=None)
+            if handoff_at is not None and record.idempotency_key and record.next_check_at:
+                pipe.zadd(self._key("due"),
+                          {record.id: min(handoff_at, record.next_check_at.timestamp())})
         pipe.execute()
         return results
+
+    def handed_off(self, pipe: Any, records: list[JobRecord]) -> None:
+        """Into ``pipe``: each record due at its own ``next_check_at`` again, now that it
+        was handed on (``create_many``'s ``handoff_s``); a job gone meanwhile stays gone."""
+        for record in records:
+            if record.next_check_at is not None:
+                pipe.zadd(self._key("due"), {record.id: record.next_check_at.timestamp()},
+                          xx=True)
 
     def _same_request(self, job_id: str, record: JobRecord) -> JobRecord:
         first = self.get(job_id)

@@ -250,9 +250,10 @@ def push(rt: Runtime, record: JobRecord, *, front: bool = False) -> None:
 
 
 def push_many(rt: Runtime, records: list[JobRecord]) -> list[tuple[str, str]]:
-    """Put new jobs at the back of their admission queues, in order, and claim a chain for
-    each of their providers that has none live (``wake`` with ``revive_only``), all in one
-    round trip; returns ``(provider, token)`` of each run to send with ``send_run``.
+    """Put new jobs at the back of their admission queues, in order, move their due time
+    back to their deadline (``JobStore.handed_off``), and claim a chain for each of their
+    providers that has none live (``wake`` with ``revive_only``), all in one round trip;
+    returns ``(provider, token)`` of each run to send with ``send_run``.
 
     Plain EVALs: a pipeline of registered scripts asks ``SCRIPT EXISTS`` first, one more
     round trip.
@@ -263,10 +264,12 @@ def push_many(rt: Runtime, records: list[JobRecord]) -> list[tuple[str, str]]:
         for record in records:
             pipe.eval(_PUSH, 1, prefix(record.provider), record.id, record.tenant,
                       record.priority.value, "back")
+        rt.jobs.handed_off(pipe, records)  # queued now: due at their deadlines again
         for provider in providers:
             pipe.eval(_WAKE, 1, prefix(provider) + "chain", _new_token(), now_ms, lease_ms,
                       FAR_MS)
-        tokens = pipe.execute()[len(records):]
+        answers = pipe.execute()
+    tokens = answers[len(answers) - len(providers):]
     return [(p, t.decode()) for p, t in zip(providers, tokens, strict=True) if t]
 
 

@@ -188,7 +188,9 @@ def enqueue_many(requests: Iterable[Mapping[str, Any]], *, runtime: Runtime | No
     try:
         for index, request in enumerate(requests):
             prepared.append(_prepare(rt, index, {**common, **request}))
-        stored = rt.jobs.create_many(prepared, durable=True)  # CLAIM_DURABILITY
+        # keyed jobs due soon until admission has them (push_many): re-driven after a failure
+        stored = rt.jobs.create_many(prepared, durable=True,  # CLAIM_DURABILITY
+                                     handoff_s=rt.settings.stale_after_s)
     except BaseException:  # e.g. IdempotencyConflict: keep no copy of any input
         for record in prepared:
             jobsteps.delete_staged_input(rt, record)

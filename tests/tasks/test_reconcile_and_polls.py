@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from providers.errors import ProtocolError
-from storage.jobs import IdempotencyConflict, JobState, utcnow
-from tasks import jobsteps, pipeline
+from storage.jobs import IdempotencyConflict, JobRecord, JobSource, JobState, utcnow
+from tasks import admission, jobsteps, pipeline
 from tasks.budget import APPT_KEY, PACE_KEY, TURN_KEY
 from tests.system import image_bytes
 from tests.tasks.test_steps import force, submitted_job
@@ -41,6 +41,48 @@ def test_a_due_entry_without_a_record_is_dropped_and_the_others_still_move(
         "the good job moved: given back to admission"
     assert "ghost" not in due_ids(rt)
     assert "ghost" in caplog.text
+
+
+def test_an_enqueued_job_is_due_at_its_deadline_once_admission_has_it(system, rt):
+    job_id = system.enqueue(image_bytes(40, 40), "picwish", None)  # no worker: it waits
+
+    record = rt.jobs.get(job_id)
+    assert rt.redis.zscore("eq:due", job_id) == record.deadline_at.timestamp()
+    assert admission.waiting(rt, "picwish")["interactive"] == 1
+
+
+def test_a_job_recorded_but_never_handed_to_admission_is_re_driven_not_left(
+        system, rt, dispatch):
+    # Redis (or the producer) failing between the record and the admission queue left the
+    # job due only at its deadline (2 days), where reconcile failed it deadline_exceeded;
+    # a retry with the same idempotency key got the same id and never queued it.
+    record = JobRecord(provider="picwish", model="hd", idempotency_key="order-7",
+                       source=JobSource(uri="https://example.com/a.png"),
+                       deadline_at=utcnow() + timedelta(days=2))
+    record.next_check_at = record.deadline_at
+    [(stored, created)] = rt.jobs.create_many([record], handoff_s=0.0)  # ... then nothing
+    assert created and admission.waiting(rt, "picwish")["interactive"] == 0
+    assert rt.redis.zscore("eq:due", record.id) < record.deadline_at.timestamp()
+
+    assert pipeline.reconcile(rt, dispatch) == 1
+
+    assert admission.waiting(rt, "picwish")["interactive"] == 1, "given to admission"
+    assert [kind for kind, *_ in dispatch.sent] == ["admit"]
+    after = rt.jobs.get(record.id)
+    assert after.state is JobState.QUEUED and after.error is None
+    assert rt.redis.zscore("eq:due", record.id) == after.deadline_at.timestamp()
+
+
+def test_a_job_without_a_key_never_handed_to_admission_is_not_run(system, rt, dispatch):
+    """Its caller saw the enqueue fail: a retry records a second job, the one to pay for."""
+    record = JobRecord(provider="picwish", model="hd",
+                       source=JobSource(uri="https://example.com/a.png"),
+                       deadline_at=utcnow() + timedelta(days=2))
+    record.next_check_at = record.deadline_at
+    rt.jobs.create_many([record], handoff_s=0.0)
+
+    assert rt.redis.zscore("eq:due", record.id) == record.deadline_at.timestamp()
+    assert pipeline.reconcile(rt, dispatch) == 0 and dispatch.sent == []
 
 
 def test_a_record_that_no_longer_validates_is_dropped_and_logged(system, rt, dispatch, caplog):
