@@ -27,6 +27,7 @@ from tasks.schedule import (
 )
 from tests.system import image_bytes
 from tests.tasks.test_lean_polling import BENCH_SETTINGS
+from tests.tasks.test_steps import budget_marks_cleared
 
 DUE_S = 60.0  # seconds after the submit the poll was due (6 s late is late)
 
@@ -35,6 +36,7 @@ def backdated_submitted_job(system, rt, dispatch, ago_s: float):
     """A hitpaw job, done at the sandbox, submitted ``ago_s`` ago (its poll not sent)."""
     job_id = system.enqueue(image_bytes(40, 40), "hitpaw", None)
     pipeline.submit_job(rt, dispatch, job_id)
+    budget_marks_cleared(rt)
     submitted = utcnow() - timedelta(seconds=ago_s)
     return rt.jobs.update(
         job_id, lambda r: r.state is JobState.SUBMITTED,

@@ -14,9 +14,8 @@ import redis
 from providers.errors import ProtocolError
 from storage.jobs import IdempotencyConflict, JobRecord, JobSource, JobState, utcnow
 from tasks import admission, jobsteps, pipeline
-from tasks.budget import APPT_KEY, PACE_KEY, TURN_KEY
 from tests.system import image_bytes
-from tests.tasks.test_steps import force, submitted_job
+from tests.tasks.test_steps import budget_marks_cleared, force, submitted_job
 
 
 def due_ids(rt):
@@ -150,7 +149,7 @@ def test_garbled_poll_answers_are_asked_again_a_bounded_number_of_times(
     limit = rt.settings.poll_protocol_retries
     token = record.poll_token
     for attempt in range(1, limit + 1):
-        _pace_passed(rt)
+        budget_marks_cleared(rt)
         pipeline.poll_job(rt, dispatch, record.id, token)
         after = rt.jobs.get(record.id)
         assert (after.state, after.poll_protocol_errors) == (JobState.SUBMITTED, attempt)
@@ -158,18 +157,10 @@ def test_garbled_poll_answers_are_asked_again_a_bounded_number_of_times(
                                                                        after.poll_token)
         token = after.poll_token
 
-    _pace_passed(rt)
+    budget_marks_cleared(rt)
     with pytest.raises(ProtocolError):
         pipeline.poll_job(rt, dispatch, record.id, token)
     assert sandbox.count(kind="query") == limit + 1
-
-
-def _pace_passed(rt) -> None:
-    """The budget's marks gone: the last poll's pacing mark, the line's next turn (3 ms on
-    at 500 req/s) and the turns booked ahead (the submit booked its first poll one, 0.2 s
-    on). A poll asking at one of them is deferred, which is not what these tests look at:
-    back to back on a quick machine, or 0.2 s after the submit on a busy one, it was."""
-    rt.redis.delete(PACE_KEY + "hitpaw", TURN_KEY + "hitpaw", APPT_KEY + "hitpaw")
 
 
 def test_a_good_poll_answer_resets_the_garbled_count(system, rt, dispatch, sandbox):
@@ -178,6 +169,7 @@ def test_a_good_poll_answer_resets_the_garbled_count(system, rt, dispatch, sandb
     sandbox.configure(rate_malformed=1.0, malformed_kinds=("html",))
     pipeline.poll_job(rt, dispatch, record.id, record.poll_token)
     sandbox.configure(rate_malformed=0.0)
+    budget_marks_cleared(rt)
 
     pipeline.poll_job(rt, dispatch, record.id, rt.jobs.get(record.id).poll_token)
 
@@ -210,7 +202,7 @@ def test_a_started_poll_holds_its_job_for_its_call_and_the_next_write_ends_the_h
     assert held == record
     assert rt.redis.zscore(due, record.id) >= before + hold_s
 
-    _pace_passed(rt)
+    budget_marks_cleared(rt)
     pipeline.poll_job(rt, dispatch, record.id, record.poll_token)  # still processing
 
     after = rt.jobs.get(record.id)
