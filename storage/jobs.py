@@ -213,6 +213,12 @@ class IdempotencyConflict(InvalidInput):
     status_code = 409
 
 
+def _due_early(record: JobRecord) -> bool:
+    """Whether ``create_many``'s ``handoff_s`` makes ``record`` due early: it has an
+    idempotency key (a retry gets it back, so a stranded one must run) and a due time."""
+    return bool(record.idempotency_key and record.next_check_at)
+
+
 class JobStore:
     """Job records in Redis. Safe to share between threads; one per process is enough."""
 
@@ -334,17 +340,18 @@ class JobStore:
             if record.id in idem:
                 pipe.set(idem[record.id], record.id, ex=FINAL_RECORD_TTL_S)
             self._write(pipe, record, previous=None)
-            if handoff_at is not None and record.idempotency_key and record.next_check_at:
+            if handoff_at is not None and _due_early(record):
                 pipe.zadd(self._key("due"),
                           {record.id: min(handoff_at, record.next_check_at.timestamp())})
         pipe.execute()
         return results
 
     def handed_off(self, pipe: Any, records: list[JobRecord]) -> None:
-        """Into ``pipe``: each record due at its own ``next_check_at`` again, now that it
-        was handed on (``create_many``'s ``handoff_s``); a job gone meanwhile stays gone."""
+        """Into ``pipe``: each record ``create_many``'s ``handoff_s`` made due early is due
+        at its own ``next_check_at`` again, now that it was handed on; a job gone meanwhile
+        stays gone."""
         for record in records:
-            if record.next_check_at is not None:
+            if _due_early(record):
                 pipe.zadd(self._key("due"), {record.id: record.next_check_at.timestamp()},
                           xx=True)
 

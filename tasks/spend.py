@@ -188,7 +188,11 @@ def hold(rt: Runtime, provider: str, reason: str) -> bool:
 
 def held(rt: Runtime, provider: str) -> dict[str, str] | None:
     """The operator's hold of ``provider`` (since, reason), or None."""
-    raw = rt.redis.hgetall(_adm(provider) + "held")
+    return _fields(rt.redis.hgetall(_adm(provider) + "held"))
+
+
+def _fields(raw: dict[bytes, bytes]) -> dict[str, str] | None:
+    """A hash read from Redis, decoded; None for a missing one."""
     return {k.decode(): v.decode() for k, v in raw.items()} or None
 
 
@@ -212,15 +216,23 @@ def lift_cap_holds(rt: Runtime, provider: str) -> bool:
 
 def paused(rt: Runtime, provider: str) -> dict[str, str] | None:
     """The pause of ``provider`` (since, reason, probe_at), or None."""
-    raw = rt.redis.hgetall(_adm(provider) + "pause")
-    return {k.decode(): v.decode() for k, v in raw.items()} or None
+    return _fields(rt.redis.hgetall(_adm(provider) + "pause"))
 
 
 def admission_limit(rt: Runtime, provider: str) -> tuple[int, float | None]:
-    """How many submits admission may send now, or (0, seconds to look again)."""
-    if rt.redis.exists(_adm(provider) + "held"):  # ``resume`` wakes admission when lifted
+    """How many submits admission may send now, or (0, seconds to look again).
+
+    The operator's hold, the pause and a reached cap are read in one round trip: admission
+    asks before every run.
+    """
+    with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(_adm(provider) + "held")
+        pipe.hgetall(_adm(provider) + "pause")
+        pipe.pttl(_adm(provider) + "capped")
+        is_held, raw_pause, capped_ms = pipe.execute()
+    if is_held:  # ``resume`` wakes admission when lifted
         return 0, rt.settings.max_countdown_s
-    pause_ = paused(rt, provider)
+    pause_ = _fields(raw_pause)
     if pause_ is not None:
         now, probe_at = time.time(), float(pause_.get("probe_at", 0))
         if now < probe_at:
@@ -230,7 +242,6 @@ def admission_limit(rt: Runtime, provider: str) -> tuple[int, float | None]:
         log.warning("%s: out of credit since %s; probing with one submit", provider,
                     pause_.get("since"))
         return 1, None
-    capped_ms = rt.redis.pttl(_adm(provider) + "capped")
     if capped_ms > 0:
         return 0, capped_ms / 1000
     return rt.settings.admission_batch_max, None

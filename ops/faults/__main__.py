@@ -2,9 +2,9 @@
 
 Runs the real system (private Redis with an append-only file, moto's S3 server behind a
 breakable proxy, the provider sandbox, ``enhance worker`` and ``enhance beat`` processes)
-through crashes, Redis restarts, provider storms, S3 outages, malformed answers, expiry
-a Sentinel failover and webhooks through crashes, and writes ``report.json`` and ``report.txt``. Exit status 1 when
-a scenario errored or a promise broke.
+through crashes, Redis restarts, provider storms, S3 outages, malformed answers, expiry,
+a Sentinel failover and webhooks through crashes, and writes ``report.json`` and
+``report.txt``. Exit status 1 when a scenario errored or a promise broke.
 """
 
 from __future__ import annotations
