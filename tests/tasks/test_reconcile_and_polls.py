@@ -50,15 +50,20 @@ def test_an_enqueued_job_is_due_at_its_deadline_once_admission_has_it(system, rt
     assert admission.waiting(rt, "picwish")["interactive"] == 1
 
 
+def queued_record(**fields) -> JobRecord:
+    """A new PicWish job as ``enqueue`` builds it: due at its deadline, 2 days on."""
+    deadline = utcnow() + timedelta(days=2)
+    return JobRecord(provider="picwish", model="hd", deadline_at=deadline,
+                     next_check_at=deadline, source=JobSource(uri="https://example.com/a.png"),
+                     **fields)
+
+
 def test_a_job_recorded_but_never_handed_to_admission_is_re_driven_not_left(
         system, rt, dispatch):
     # Redis (or the producer) failing between the record and the admission queue left the
     # job due only at its deadline (2 days), where reconcile failed it deadline_exceeded;
     # a retry with the same idempotency key got the same id and never queued it.
-    record = JobRecord(provider="picwish", model="hd", idempotency_key="order-7",
-                       source=JobSource(uri="https://example.com/a.png"),
-                       deadline_at=utcnow() + timedelta(days=2))
-    record.next_check_at = record.deadline_at
+    record = queued_record(idempotency_key="order-7")
     [(stored, created)] = rt.jobs.create_many([record], handoff_s=0.0)  # ... then nothing
     assert created and admission.waiting(rt, "picwish")["interactive"] == 0
     assert rt.redis.zscore("eq:due", record.id) < record.deadline_at.timestamp()
@@ -74,10 +79,7 @@ def test_a_job_recorded_but_never_handed_to_admission_is_re_driven_not_left(
 
 def test_a_job_without_a_key_never_handed_to_admission_is_not_run(system, rt, dispatch):
     """Its caller saw the enqueue fail: a retry records a second job, the one to pay for."""
-    record = JobRecord(provider="picwish", model="hd",
-                       source=JobSource(uri="https://example.com/a.png"),
-                       deadline_at=utcnow() + timedelta(days=2))
-    record.next_check_at = record.deadline_at
+    record = queued_record()
     rt.jobs.create_many([record], handoff_s=0.0)
 
     assert rt.redis.zscore("eq:due", record.id) == record.deadline_at.timestamp()

@@ -95,8 +95,7 @@ def test_a_worker_without_the_jobs_queue_is_named(system, sandbox, photo):
 @pytest.mark.slow
 def test_enhance_dev_up_submit_status_get_and_down(tmp_path, photo):
     """A fresh directory, nothing configured: `enhance dev` in one terminal, commands in another."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
+    env = unconfigured_env()
     dev = Terminal(["dev"], {**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     try:
         dev.expect("enhance dev: ready", timeout_s=120)
@@ -130,8 +129,7 @@ def test_enhance_dev_up_submit_status_get_and_down(tmp_path, photo):
 def test_enhance_dev_killed_outright_takes_its_processes_with_it(tmp_path):
     """SIGKILL gives `enhance dev` no chance to stop anything: its worker, beat, metrics
     and redis-server get SIGTERM from the kernel (the parent-death signal) and end."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
+    env = unconfigured_env()
     dev = Terminal(["dev"], {**env, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     try:
         dev.expect("enhance dev: ready", timeout_s=120)
@@ -171,6 +169,12 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def unconfigured_env() -> dict[str, str]:
+    """This environment without any service setting: `enhance dev` starts its own."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("REDIS_", "CELERY_", "S3_", "AWS_", "HITPAW_", "PICWISH_"))}
 
 
 def _enhance(cwd, env, *args):
